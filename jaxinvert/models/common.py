@@ -1,0 +1,57 @@
+"""Building blocks shared by the victim networks: activations and BatchNorm."""
+
+from __future__ import annotations
+
+import enum
+import functools
+
+import flax.linen as nn
+import jax
+
+#: BatchNorm running-average momentum, flax's convention (PyTorch's 0.1 == 0.9 here).
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+class Activation(enum.Enum):
+  """Nonlinearity of a victim network.
+
+  The literature varies it on purpose: DLG/iDLG use sigmoid (smooth, so the
+  gradient of the gradient is informative everywhere), Inverting Gradients and
+  ResNets use ReLU, and softplus is the smooth stand-in for ReLU.
+  """
+
+  RELU = "relu"
+  SIGMOID = "sigmoid"
+  SOFTPLUS = "softplus"
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return _ACTIVATIONS[self](x)
+
+
+_ACTIVATIONS = {
+    Activation.RELU: jax.nn.relu,
+    Activation.SIGMOID: jax.nn.sigmoid,
+    Activation.SOFTPLUS: jax.nn.softplus,
+}
+
+
+def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
+  """BatchNorm that uses the batch's statistics when ``train`` (as a client does)."""
+  return nn.BatchNorm(
+      use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+
+
+def uniform_init(scale: float):
+  """U(-scale, scale) initializer, DLG's choice for every LeNet weight and bias."""
+
+  def init(key, shape, dtype=jax.numpy.float32):
+    return jax.random.uniform(key, shape, dtype, -scale, scale)
+
+  return init
+
+
+#: PyTorch's default Conv/Linear init (kaiming uniform, a=sqrt(5)) is uniform with
+#: bound 1/sqrt(fan_in), which flax expresses as variance_scaling(1/3, fan_in, uniform).
+torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+torch_conv = functools.partial(nn.Conv, kernel_init=torch_default_kernel_init)

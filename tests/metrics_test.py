@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+
+from jaxinvert import metrics
+
+
+def test_psnr_hand_computed():
+  a = np.zeros((1, 4, 4, 3), np.float32)
+  b = np.full((1, 4, 4, 3), 0.1, np.float32)  # MSE 0.01 -> 20 dB
+  np.testing.assert_allclose(metrics.psnr(a, b), [20.0], rtol=1e-5)
+  c = a.copy()
+  c[0, 0, 0, 0] = 1.0  # MSE 1/48 -> 10 log10(48)
+  np.testing.assert_allclose(metrics.psnr(a, c), [10 * np.log10(48)], rtol=1e-5)
+
+
+def test_ssim_identity_and_degradation():
+  rng = np.random.default_rng(0)
+  a = rng.uniform(size=(2, 16, 16, 3)).astype(np.float32)
+  np.testing.assert_allclose(metrics.ssim(a, a), [1.0, 1.0], rtol=1e-5)
+  noisy = np.clip(a + rng.normal(0, 0.3, a.shape), 0, 1).astype(np.float32)
+  assert np.all(np.asarray(metrics.ssim(a, noisy)) < 0.9)
+
+
+def test_permuted_batch_is_matched_back():
+  rng = np.random.default_rng(1)
+  originals = rng.uniform(0, 0.9, size=(5, 8, 8, 3)).astype(np.float32)
+  perm = np.array([3, 0, 4, 1, 2])
+  recon = originals[perm] + 0.01
+  matched = metrics.match(recon, originals)
+  np.testing.assert_allclose(recon[matched] - 0.01, originals, atol=1e-6)
+  report = metrics.reconstruction_report(recon, originals, [0, 1, 2, 3, 4], [0, 1, 2, 3, 4])
+  np.testing.assert_allclose(report["per_image_psnr"], [40.0] * 5, atol=1e-3)
+
+
+@pytest.mark.parametrize("pred,true,acc,exact", [
+    ([1, 1, 2, 3], [1, 2, 2, 3], 0.75, False),
+    ([3, 2, 1], [1, 2, 3], 1.0, True),
+    ([0, 0, 0, 0], [0, 1, 2, 3], 0.25, False),
+    ([5, 5], [5, 5], 1.0, True),
+])
+def test_label_accuracy_multiset(pred, true, acc, exact):
+  assert metrics.label_accuracy(pred, true) == acc
+  assert metrics.labels_exact(pred, true) == exact
+
+
+def test_counts_to_labels():
+  np.testing.assert_array_equal(metrics.counts_to_labels([0, 2, 1]), [1, 1, 2])

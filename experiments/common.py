@@ -1,0 +1,185 @@
+"""Shared plumbing of the experiment scripts: config checks, victim, client, output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxinvert import checkpoint, data, models, victim
+from jaxinvert.types import Model
+
+_SETTINGS = ("fedsgd", "fedavg")
+_LABEL_SOURCES = ("restored", "true", "given")
+
+
+def fail(field: str, message: str) -> None:
+  raise ValueError(f"config.{field}: {message}")
+
+
+def _choice(config, field, choices):
+  if config[field] not in choices:
+    fail(field, f"{config[field]!r} is not one of {tuple(choices)}")
+
+
+def validate_victim_and_data(config: ml_collections.ConfigDict) -> data.LabelDist:
+  """Checks the fields every script shares; raises ValueError naming the field."""
+  _choice(config, "model", models.MODEL_NAMES)
+  _choice(config, "dataset", ("photos", *data.TFDS_DATASETS))
+  for field in ("image_size", "batch_size"):
+    if config[field] <= 0:
+      fail(field, f"must be positive, got {config[field]}")
+  for field in ("width", "num_classes", "hidden"):
+    if config[field] < 0:
+      fail(field, f"must be >= 0, got {config[field]}")
+  if config.activation and config.activation not in [a.value for a in models.Activation]:
+    fail("activation", f"{config.activation!r} is not one of "
+         f"{[a.value for a in models.Activation]}")
+  if config.model == "convnet" and config.image_size != 32:
+    fail("image_size", f"the ConvNet is defined for 32x32 images, got {config.image_size}")
+  if config.dataset == "photos" and config.num_classes > len(data.PHOTO_CLASSES):
+    fail("num_classes", f"photos has {len(data.PHOTO_CLASSES)} classes")
+  try:
+    return data.check_label_dist(config.label_dist, batch_size=config.batch_size,
+                                 num_classes=num_classes(config))
+  except ValueError as e:
+    raise ValueError(f"config.label_dist: {e}") from None
+
+
+def validate_setting(config: ml_collections.ConfigDict) -> None:
+  _choice(config, "setting", _SETTINGS)
+  if config.setting == "fedavg":
+    _choice(config, "fedavg_method", ("unroll", "approx"))
+    _choice(config, "fedavg_order", ("known", "random", "average"))
+    if config.local_epochs <= 0:
+      fail("local_epochs", f"must be positive, got {config.local_epochs}")
+    if config.local_lr <= 0:
+      fail("local_lr", f"must be positive, got {config.local_lr}")
+    b = local_batch_size(config)
+    if b <= 0 or config.batch_size % b:
+      fail("local_batch_size", f"{b} must be positive and divide batch_size "
+           f"{config.batch_size}")
+
+
+def num_classes(config) -> int:
+  if config.num_classes:
+    return config.num_classes
+  if config.dataset == "photos":
+    return len(data.PHOTO_CLASSES)
+  return data.TFDS_DATASETS[config.dataset][0]
+
+
+def local_batch_size(config) -> int:
+  return config.local_batch_size or config.batch_size
+
+
+def build_model(config) -> Model:
+  return models.get_model(config.model, num_classes=num_classes(config),
+                          image_size=config.image_size, width=config.width or None,
+                          activation=config.activation or None, batchnorm=config.batchnorm,
+                          hidden=config.hidden)
+
+
+def build_victim(config, key: jax.Array) -> tuple[Model, dict]:
+  """The model and its weights: fresh from ``key``, or a train_victim checkpoint."""
+  model = build_model(config)
+  variables = model.init(key)
+  if config.victim_checkpoint:
+    step = None if config.victim_step < 0 else config.victim_step
+    variables, _ = checkpoint.load_victim(config.victim_checkpoint, step, like=variables)
+  return model, variables
+
+
+def client_batch(config, key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+  source = data.get_source(config.dataset, image_size=config.image_size,
+                           data_dir=config.data_dir or None,
+                           num_classes=config.num_classes or None)
+  return data.sample_batch(key, source=source, batch_size=config.batch_size,
+                           label_dist=config.label_dist)
+
+
+def shared_update(config, model: Model, variables, images, labels, key: jax.Array | None):
+  """What the client sends: FedSGD gradient, or FedAvg (new variables, their order)."""
+  images, labels = jnp.asarray(images), jnp.asarray(labels)
+  if config.setting == "fedsgd":
+    return jax.jit(victim.fedsgd_update, static_argnums=0)(model.apply, variables, images,
+                                                             labels)
+  order = victim.epoch_orders(key if config.client_shuffles else None, config.batch_size,
+                              local_epochs=config.local_epochs)
+  new = jax.jit(victim.fedavg_update, static_argnums=0,
+                static_argnames=("local_epochs", "local_batch_size"))(
+                    model.apply, variables, images, labels, local_epochs=config.local_epochs,
+                    local_batch_size=local_batch_size(config), local_lr=config.local_lr,
+                    order=order)
+  return new, order
+
+
+def to_jsonable(value: Any) -> Any:
+  if isinstance(value, ml_collections.ConfigDict):
+    return to_jsonable(value.to_dict())
+  if isinstance(value, dict):
+    return {str(k): to_jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [to_jsonable(v) for v in value]
+  if isinstance(value, (np.ndarray, jax.Array)):
+    return to_jsonable(np.asarray(value).tolist())
+  if isinstance(value, (np.floating, float)):
+    return float(value) if np.isfinite(value) else str(float(value))
+  if isinstance(value, np.integer):
+    return int(value)
+  if isinstance(value, np.bool_):
+    return bool(value)
+  return value
+
+
+def write_results(workdir: str, results: dict[str, Any], name: str = "results.json") -> str:
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, name)
+  with open(path, "w") as f:
+    json.dump(to_jsonable(results), f, indent=1)
+  return path
+
+
+def announce(workdir: str, files: list[str]) -> None:
+  """The log line that says where the outputs are."""
+  where = os.path.abspath(workdir)
+  logging.info("wrote %s to %s", ", ".join(os.path.basename(f) for f in files), where)
+  print(f"jaxinvert: wrote {', '.join(os.path.basename(f) for f in files)} to {where}",
+        flush=True)
+
+
+class Timer:
+  def __enter__(self):
+    self.start = time.perf_counter()
+    return self
+
+  def __exit__(self, *exc):
+    self.seconds = time.perf_counter() - self.start
+
+
+
+def restore_labels(config, model: Model, variables, update, key: jax.Array):
+  """Label counts from the shared update by ``config.label_method`` (see labels.py).
+
+  Returns:
+    ``(method name, labels.LabelEstimate)``.
+  """
+  from jaxinvert import labels  # pylint: disable=g-import-not-at-top
+  method = config.label_method
+  if method == "auto":
+    method = "idlg" if config.batch_size == 1 else labels.DEFAULT_METHOD.value
+  common = dict(method=labels.Method(method), features_fn=model.features,
+                num_images=config.batch_size, image_shape=model.image_shape)
+  if config.setting == "fedsgd":
+    return method, labels.restore(key, update=update, variables=variables, **common)
+  steps = victim.local_steps(config.batch_size, local_epochs=config.local_epochs,
+                             local_batch_size=local_batch_size(config))
+  return method, labels.restore_fedavg(key, start=variables, end=update,
+                                       local_lr=config.local_lr, local_steps=steps, **common)

@@ -1,0 +1,400 @@
+r"""Zero-shot label restoration: how many images of each class are in the batch.
+
+Notation (Geng et al., arXiv 2110.09074, Sec. 3). A batch of K images, mean
+cross-entropy, last layer ``z_k = W o_k + b`` with W ``[N, d]`` (N classes, d
+features), ``p_k = softmax(z_k)``, ``y_k`` one-hot, ``c_n = sum_k y_kn`` the counts.
+Since dL/dz_kn = (p_kn - y_kn) / K,
+
+  bias:    db_n = (1/K) sum_k (p_kn - y_kn)           = (S_n - c_n) / K
+  weight:  dW_n = (1/K) sum_k (p_kn - y_kn) o_k ,  sum_j dW_nj = (1/K) sum_k (p_kn - y_kn) O_k
+
+with ``S_n = sum_k p_kn`` and ``O_k = sum_j o_kj``. Hence, exactly,
+``c_n = S_n - K db_n`` (bias form), and, if every O_k equals O,
+``c_n = S_n - K sum_j dW_nj / O`` (weight form, Geng et al.'s Eq. 4). Only S_n (and O)
+are unknown; Geng et al. estimate them by pushing dummy inputs through the victim.
+
+The estimators share one interface: ``(key, *, update, ...) -> LabelEstimate``, where
+``update`` is a FedSGD gradient tree (or `fedavg_gradient` of a FedAvg weight change)
+and ``scores`` are real-valued counts from which `round_counts` and `hypotheses`
+derive integer count vectors. All are jit- and vmap-able over trials (K, N, the
+number of dummies and the method are static).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxinvert.types import CLASSIFIER, Params, PyTree, Variables
+
+FeaturesFn = Callable[[Variables, jax.Array], tuple[jax.Array, PyTree]]
+
+
+class LabelEstimate(NamedTuple):
+  """Attributes: ``scores`` real-valued counts ``[N]``; ``counts`` their rounding, int32
+  ``[N]``, non-negative and summing to K."""
+
+  scores: jax.Array
+  counts: jax.Array
+
+
+class DummyDist(enum.Enum):
+  """Inputs pushed through the victim to estimate the batch's softmax statistics."""
+
+  UNIFORM = "uniform"    # U(0, 1) images, Geng et al.'s code
+  GAUSSIAN = "gaussian"  # N(0, 1) images
+
+
+# ----------------------------------------------------------------- shared pieces
+
+
+def classifier_grads(update: Params) -> tuple[jax.Array, jax.Array | None]:
+  """The last layer's weight gradient as ``[N, d]`` and its bias gradient ``[N]`` (or None)."""
+  if not isinstance(update, dict) or CLASSIFIER not in update or "kernel" not in update[
+      CLASSIFIER]:
+    keys = list(update) if isinstance(update, dict) else type(update).__name__
+    raise ValueError(f"the update has no last layer {CLASSIFIER!r} with a 'kernel'; got {keys}")
+  layer = update[CLASSIFIER]
+  return jnp.asarray(layer["kernel"]).T, (None if layer.get("bias") is None else
+                                          jnp.asarray(layer["bias"]))
+
+
+def check_update(update: Params, variables: Variables, num_images: int) -> None:
+  """Raises ValueError for K <= 0, a last layer not matching the model, or NaN/Inf."""
+  if num_images <= 0:
+    raise ValueError(f"num_images (K) must be positive, got {num_images}")
+  weight, bias = classifier_grads(update)
+  kernel = variables["params"][CLASSIFIER]["kernel"]
+  if weight.shape != kernel.T.shape:
+    raise ValueError(f"the update's last layer has shape {weight.T.shape}, the model's "
+                     f"{kernel.shape}")
+  try:
+    finite = bool(jnp.all(jnp.isfinite(weight))) and (bias is None or bool(
+        jnp.all(jnp.isfinite(bias))))
+  except jax.errors.ConcretizationTypeError:
+    return  # traced: values unknown here
+  if not finite:
+    raise ValueError("the update's last layer contains NaN or Inf")
+
+
+def round_counts(scores: jax.Array, num_images: int) -> jax.Array:
+  """The non-negative integer vector summing to K nearest to ``scores`` (squared error).
+
+  Greedy unit allocation, which is optimal for this separable convex cost: each of
+  the K units goes to the class with the largest ``scores_n - counts_n``.
+  """
+  scores = jnp.asarray(scores, jnp.float32)
+
+  def add_one(_, counts):
+    return counts.at[jnp.argmax(scores - counts)].add(1)
+
+  return jax.lax.fori_loop(0, num_images, add_one, jnp.zeros(scores.shape, jnp.int32))
+
+
+def hypotheses(scores: jax.Array, *, num_images: int, num: int,
+               candidates: int = 8) -> jax.Array:
+  """The ``num`` most likely count vectors, best first, all distinct.
+
+  Likelihood: squared distance to ``scores``. Alternatives to `round_counts` move one
+  or two units between the ``candidates`` classes whose scores sit closest to a
+  rounding boundary (the smallest margins).
+
+  Returns:
+    ``[num, N]`` int32.
+
+  Raises:
+    ValueError: fewer distinct count vectors exist among the moves than ``num``.
+  """
+  if num <= 0:
+    raise ValueError(f"the number of hypotheses must be positive, got {num}")
+  scores = jnp.asarray(scores, jnp.float32)
+  best = round_counts(scores, num_images)
+  if num == 1:
+    return best[None]
+  n_classes = scores.shape[0]
+  m = min(candidates, n_classes)
+  margin = jnp.abs(jnp.abs(scores - best) - 0.5)  # 0 = on the boundary
+  cand = jnp.argsort(margin)[:m]
+  moves = [()]
+  pairs = [(i, j) for i in range(m) for j in range(m) if i != j]
+  moves += [(p,) for p in pairs]
+  moves += [(p, q) for p, q in itertools.combinations(pairs, 2)]
+  delta = jnp.zeros((len(moves), n_classes), jnp.int32)
+  for row, move in enumerate(moves):
+    for i, j in move:
+      delta = delta.at[row, cand[i]].add(1).at[row, cand[j]].add(-1)
+  options = best[None] + delta
+  cost = jnp.sum(jnp.square(options - scores[None]), axis=1)
+  cost = jnp.where(jnp.all(options >= 0, axis=1), cost, jnp.inf)
+  # Deduplicate (different moves can give one vector): keep the first of equal rows.
+  order = jnp.argsort(cost, stable=True)
+  options, cost = options[order], cost[order]
+  same = jnp.all(options[:, None] == options[None], axis=-1)
+  earlier = jnp.tril(same, k=-1).any(axis=1)
+  cost = jnp.where(earlier, jnp.inf, cost)
+  order = jnp.argsort(cost, stable=True)
+  try:
+    available = int(jnp.sum(jnp.isfinite(cost)))
+  except jax.errors.ConcretizationTypeError:
+    available = num
+  if available < num:
+    raise ValueError(f"asked for {num} label hypotheses, only {available} distinct ones exist "
+                     f"within two unit moves")
+  return options[order[:num]]
+
+
+def _dummies(key: jax.Array, num: int, image_shape, dist: DummyDist) -> jax.Array:
+  shape = (num, *image_shape)
+  if dist == DummyDist.UNIFORM:
+    return jax.random.uniform(key, shape, jnp.float32)
+  return jax.random.normal(key, shape, jnp.float32)
+
+
+def dummy_statistics(key: jax.Array, *, features_fn: FeaturesFn, variables: Variables,
+                     image_shape, num_dummies: int, dummy_dist: DummyDist
+                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Softmax and feature statistics of dummy inputs (Geng et al.'s estimates).
+
+  Returns:
+    ``(p [M, N], O [M], features [M, d])`` for M = ``num_dummies`` dummy images.
+  """
+  if num_dummies <= 0:
+    raise ValueError(f"num_dummies must be positive, got {num_dummies}")
+  x = _dummies(key, num_dummies, image_shape, dummy_dist)
+  features, _ = features_fn(variables, x)
+  layer = variables["params"][CLASSIFIER]
+  logits = features @ layer["kernel"] + layer.get("bias", 0.0)
+  return jax.nn.softmax(logits), features.sum(axis=1), features
+
+
+def _estimate(scores: jax.Array, num_images: int) -> LabelEstimate:
+  return LabelEstimate(scores, round_counts(scores, num_images))
+
+
+# ----------------------------------------------------------------- Geng et al.
+
+
+def geng(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variables: Variables,
+         num_images: int, image_shape, num_dummies: int | None = None,
+         dummy_dist: DummyDist = DummyDist.UNIFORM) -> LabelEstimate:
+  """Geng et al.'s published weight form: c_n = K mean_k p_kn - K sum_j dW_nj / O.
+
+  p and O come from ``num_dummies`` (default K) dummy images.
+  """
+  weight, _ = classifier_grads(update)
+  p, big_o, _ = dummy_statistics(key, features_fn=features_fn, variables=variables,
+                                 image_shape=image_shape,
+                                 num_dummies=num_dummies or num_images, dummy_dist=dummy_dist)
+  scores = num_images * p.mean(axis=0) - num_images * weight.sum(axis=1) / big_o.mean()
+  return _estimate(scores, num_images)
+
+
+def geng_bias(key: jax.Array, *, update: Params, features_fn: FeaturesFn,
+              variables: Variables, num_images: int, image_shape,
+              num_dummies: int | None = None,
+              dummy_dist: DummyDist = DummyDist.UNIFORM) -> LabelEstimate:
+  """The bias form with Geng et al.'s dummy estimate of p: c_n = K mean_k p_kn - K db_n."""
+  _, bias = classifier_grads(update)
+  if bias is None:
+    raise ValueError("geng_bias needs a last layer with a bias")
+  p, _, _ = dummy_statistics(key, features_fn=features_fn, variables=variables,
+                             image_shape=image_shape, num_dummies=num_dummies or num_images,
+                             dummy_dist=dummy_dist)
+  return _estimate(num_images * p.mean(axis=0) - num_images * bias, num_images)
+
+
+# ----------------------------------------------------------------- baselines
+
+
+def idlg(update: Params, *, num_images: int = 1) -> LabelEstimate:
+  """iDLG (Zhao et al., 2020): the one class whose last-layer gradient is negative.
+
+  Exact for K = 1 (dL/db_n = p_n - y_n < 0 only for the true class; with
+  non-negative features the weight row has the same sign). For K > 1 it gives all K
+  images that class, which is right only when the whole batch shares it.
+  """
+  weight, bias = classifier_grads(update)
+  score = bias if bias is not None else weight.sum(axis=1)
+  counts = num_images * jax.nn.one_hot(jnp.argmin(score), score.shape[0], dtype=jnp.int32)
+  return LabelEstimate(counts.astype(jnp.float32), counts)
+
+
+def gradinversion(update: Params, *, num_images: int) -> LabelEstimate:
+  """GradInversion (Yin et al., CVPR 2021, Sec. 3.1): the K classes whose weight-gradient
+  rows have the most negative minima, each once. Assumes unique labels and K <= N."""
+  weight, _ = classifier_grads(update)
+  row_min = weight.min(axis=1)
+  if num_images > row_min.shape[0]:
+    raise ValueError(f"gradinversion assumes K <= N distinct labels; K={num_images}, "
+                     f"N={row_min.shape[0]}")
+  top = jnp.argsort(row_min)[:num_images]
+  counts = jnp.zeros(row_min.shape, jnp.int32).at[top].set(1)
+  return LabelEstimate(-row_min, counts)
+
+
+def llg_plus(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variables: Variables,
+             num_images: int, image_shape, num_dummies: int | None = None,
+             dummy_dist: DummyDist = DummyDist.UNIFORM) -> LabelEstimate:
+  """LLG+ (Wainakh et al., PETS 2022): greedy counting with impact and offset from dummies.
+
+  ``g_n = sum_j dW_nj``. One image of class n moves g_n by about ``-m_n`` (its impact,
+  estimated as mean_k (1 - p_kn) O_k / K on dummies) and the rest of the batch adds
+  an offset ``s_n = mean_k p_kn O_k``. Classes with negative g are taken once; then
+  the class with the lowest adjusted ``g - s + (taken) m`` is taken until K labels.
+  """
+  weight, _ = classifier_grads(update)
+  p, big_o, _ = dummy_statistics(key, features_fn=features_fn, variables=variables,
+                                 image_shape=image_shape,
+                                 num_dummies=num_dummies or num_images, dummy_dist=dummy_dist)
+  g = weight.sum(axis=1)
+  impact = jnp.mean((1.0 - p) * big_o[:, None], axis=0) / num_images
+  offset = jnp.mean(p * big_o[:, None], axis=0)
+  # Every class with a negative g once (at most K of them, the most negative).
+  counts0 = (g < 0).astype(jnp.int32)
+  counts0 = jnp.where(counts0.sum() > num_images,
+                      jnp.zeros_like(counts0).at[jnp.argsort(g)[:num_images]].set(1), counts0)
+  adjusted = g - offset + counts0 * impact
+
+  def take(i, carry):
+    counts, adj = carry
+    n = jnp.argmin(adj)
+    keep = i >= counts0.sum()
+    return (counts.at[n].add(keep.astype(jnp.int32)),
+            adj.at[n].add(jnp.where(keep, impact[n], 0.0)))
+
+  counts, _ = jax.lax.fori_loop(0, num_images, take, (counts0, adjusted))
+  scores = -(g - offset) / jnp.maximum(impact, 1e-12)
+  return LabelEstimate(scores, counts)
+
+
+def ilrg(update: Params, *, variables: Variables, num_images: int) -> LabelEstimate:
+  """iLRG (Ma et al., ICLR 2023), as in their code.
+
+  Class-wise mean embeddings ``o_n ~ dW_n / db_n``, their softmax rows
+  ``P_n = softmax(W o_n + b)``, then the least-squares solution of
+  ``sum_n c_n = K`` and ``sum_j c_j P_jn - c_n = K db_n`` (pseudo-inverse).
+  """
+  weight, bias = classifier_grads(update)
+  if bias is None:
+    raise ValueError("ilrg needs a last layer with a bias")
+  layer = variables["params"][CLASSIFIER]
+  safe = jnp.where(jnp.abs(bias) > 1e-30, bias, 1e-30)
+  embeddings = weight / safe[:, None]
+  probs = jax.nn.softmax(embeddings @ layer["kernel"] + layer["bias"])  # [N(class j), N]
+  n = bias.shape[0]
+  coef = jnp.concatenate([jnp.ones((1, n)), probs.T - jnp.eye(n)], axis=0)
+  rhs = jnp.concatenate([jnp.array([num_images], jnp.float32), num_images * bias])
+  scores = jnp.linalg.pinv(coef) @ rhs
+  return _estimate(scores, num_images)
+
+
+# ----------------------------------------------------------------- FedAvg
+
+
+def fedavg_gradient(delta: Params, *, local_lr: float, steps: int) -> Params:
+  """The average gradient implied by a FedAvg weight change: -(theta_T - theta_0) / (lr T)."""
+  if local_lr <= 0 or steps <= 0:
+    raise ValueError(f"local_lr and steps must be positive, got {local_lr} and {steps}")
+  return jax.tree.map(lambda d: -d / (local_lr * steps), delta)
+
+
+class StatsPoint(enum.Enum):
+  """Where along FedAvg's local training the dummy statistics are taken."""
+
+  START = "start"            # theta_0, the weights the server sent
+  END = "end"                # theta_T, the weights the client sent back
+  TRAJECTORY = "trajectory"  # averaged over weights interpolated between them (Dimitrov et al.)
+
+
+def interpolate(start: Variables, end: Variables, t: float | jax.Array) -> dict:
+  """``start + t (end - start)`` on the parameters; BatchNorm state from ``start``."""
+  params = jax.tree.map(lambda a, b: a + t * (b - a), start["params"], end["params"])
+  return {**start, "params": params}
+
+
+# ----------------------------------------------------------------- dispatch
+
+
+class Method(enum.Enum):
+  GENG = "geng"                    # published weight form, dummy p and O
+  GENG_BIAS = "geng_bias"          # bias form, dummy p
+  IDLG = "idlg"
+  GRADINVERSION = "gradinversion"
+  LLG_PLUS = "llg_plus"
+  ILRG = "ilrg"
+
+
+DEFAULT_METHOD = Method.GENG_BIAS
+
+
+def restore(key: jax.Array, *, method: Method, update: Params, features_fn: FeaturesFn,
+            variables: Variables, num_images: int, image_shape,
+            num_dummies: int | None = None,
+            dummy_dist: DummyDist = DummyDist.UNIFORM) -> LabelEstimate:
+  """Label counts from a FedSGD gradient (or a FedAvg average gradient) by ``method``.
+
+  Args:
+    key: PRNG key for dummy inputs.
+    method: the estimator.
+    update: gradient tree with the victim's parameter structure.
+    features_fn: ``(variables, images) -> (features, state)`` of the victim.
+    variables: victim weights at which the gradient was taken.
+    num_images: K.
+    image_shape: ``(H, W, C)`` of the dummy inputs.
+    num_dummies: dummy images (default K).
+    dummy_dist: their distribution.
+
+  Returns:
+    A `LabelEstimate`.
+  """
+  check_update(update, variables, num_images)
+  method = Method(method)
+  common = dict(update=update, features_fn=features_fn, variables=variables,
+                num_images=num_images, image_shape=image_shape, num_dummies=num_dummies,
+                dummy_dist=dummy_dist)
+  if method == Method.GENG:
+    return geng(key, **common)
+  if method == Method.GENG_BIAS:
+    return geng_bias(key, **common)
+  if method == Method.LLG_PLUS:
+    return llg_plus(key, **common)
+  if method == Method.IDLG:
+    return idlg(update, num_images=num_images)
+  if method == Method.GRADINVERSION:
+    return gradinversion(update, num_images=num_images)
+  if method == Method.ILRG:
+    return ilrg(update, variables=variables, num_images=num_images)
+  raise ValueError(f"unknown label method {method!r}")
+
+
+def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Variables,
+                   features_fn: FeaturesFn, num_images: int, image_shape, local_lr: float,
+                   local_steps: int, stats_point: StatsPoint = StatsPoint.TRAJECTORY,
+                   trajectory_points: int = 5, **kwargs) -> LabelEstimate:
+  """Label counts from a FedAvg round: the average gradient -(theta_T - theta_0)/(lr T)
+  treated as one FedSGD gradient, statistics at ``stats_point``.
+
+  With `StatsPoint.TRAJECTORY` the estimate is the mean of the estimates at
+  ``trajectory_points`` weights evenly interpolated from theta_0 to theta_T (the
+  counts formula is linear in the dummy statistics, so this averages them).
+  """
+  delta = jax.tree.map(jnp.subtract, end["params"], start["params"])
+  gradient = fedavg_gradient(delta, local_lr=local_lr, steps=local_steps)
+  if stats_point == StatsPoint.START:
+    points = [start]
+  elif stats_point == StatsPoint.END:
+    points = [end]
+  else:
+    if trajectory_points < 1:
+      raise ValueError(f"trajectory_points must be >= 1, got {trajectory_points}")
+    ts = jnp.linspace(0.0, 1.0, trajectory_points) if trajectory_points > 1 else jnp.array([.5])
+    points = [interpolate(start, end, t) for t in ts]
+  scores = jnp.mean(jnp.stack([
+      restore(key, method=method, update=gradient, features_fn=features_fn, variables=v,
+              num_images=num_images, image_shape=image_shape, **kwargs).scores
+      for v in points]), axis=0)
+  return _estimate(scores, num_images)

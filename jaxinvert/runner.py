@@ -1,0 +1,293 @@
+"""Runs one attack over restarts x label hypotheses and picks the answer.
+
+An attack (`jaxinvert.attack`) is written for one restart. Here P = H x R copies
+(H label hypotheses, R restarts each) are stacked on a leading axis and stepped
+together by an execution `Strategy`:
+
+* ``VMAP``: one jitted `jax.vmap` of the step over all P; the fast choice on GPU/TPU.
+* ``MAP``: one jitted `jax.lax.map` (a loop inside XLA), low memory.
+* ``HOST_LOOP``: a Python loop of one jitted single-restart step per restart. On
+  XLA:CPU the fastest per restart-step (see `experiments/bench_restarts.py`), so it
+  is the CPU default.
+* ``SHARDED``: the vmapped step with the P axis split over a device `Mesh`
+  (`jaxinvert.parallel`), so several GPUs or a TPU slice run one attack.
+
+Within a chunk of ``log_every`` steps nothing returns to the host; at chunk
+boundaries the loss curve is fetched once (progress bar), the state may be saved
+(orbax, `jaxinvert.checkpoint`) and convergence is checked. The answer is the
+(hypothesis, restart) with the lowest update-matching loss: never the ground truth.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from jaxinvert.attack import Attack, AttackState
+from jaxinvert.checkpoint import AttackCheckpointer
+from jaxinvert import parallel
+
+
+class Strategy(enum.Enum):
+  VMAP = "vmap"
+  MAP = "map"
+  HOST_LOOP = "host_loop"
+  SHARDED = "sharded"
+
+
+def default_strategy(platform: str | None = None, device_count: int | None = None) -> Strategy:
+  """HOST_LOOP on CPU; SHARDED with several accelerators; VMAP with one."""
+  platform = platform or jax.default_backend()
+  device_count = jax.device_count() if device_count is None else device_count
+  if platform == "cpu":
+    return Strategy.HOST_LOOP
+  return Strategy.SHARDED if device_count > 1 else Strategy.VMAP
+
+
+class RunResult(NamedTuple):
+  """Outcome of `run`.
+
+  Attributes:
+    images: the chosen reconstruction, ``[B, H, W, C]`` in [0, 1].
+    labels: its label hypothesis, ``[B]``.
+    hypothesis, restart: indices of the chosen copy.
+    losses: ``[H, R]`` final matching loss of every copy (+inf where failed).
+    all_images: ``[H, R, B, H, W, C]``.
+    curve: ``[steps, H, R]`` objective at every step.
+    steps: iterations done (fewer than asked when converged early).
+    seconds: wall time of the optimisation, compilation included.
+    states: the final batched `AttackState` (leading axis H x R).
+  """
+
+  images: np.ndarray
+  labels: np.ndarray
+  hypothesis: int
+  restart: int
+  losses: np.ndarray
+  all_images: np.ndarray
+  curve: np.ndarray
+  steps: int
+  seconds: float
+  states: Any
+
+
+def init_states(attack: Attack, key: jax.Array, hypotheses: jax.Array, restarts: int
+                ) -> AttackState:
+  """Stacked initial states, leading axis H x R (hypothesis-major).
+
+  Each copy gets its own key from one `jax.random.split` of ``key``.
+  """
+  hypotheses = jnp.asarray(hypotheses, jnp.int32)
+  if hypotheses.ndim != 2:
+    raise ValueError(f"hypotheses must be [H, B] label arrays, got shape {hypotheses.shape}")
+  if restarts <= 0:
+    raise ValueError(f"restarts must be positive, got {restarts}")
+  num = hypotheses.shape[0] * restarts
+  keys = jax.random.split(key, num)
+  labels = jnp.repeat(hypotheses, restarts, axis=0)
+  return jax.jit(jax.vmap(attack.init))(keys, labels)
+
+
+def _with_anchor(attack: Attack, states: AttackState, restarts: int) -> AttackState:
+  """Sets every copy's anchor to the mean image of its hypothesis' healthy restarts."""
+  if not attack.needs_anchor:
+    return states
+  images = jax.vmap(attack.images)(states)
+  grouped = images.reshape(-1, restarts, *images.shape[1:])
+  healthy = (~states.failed).reshape(-1, restarts).astype(images.dtype)
+  weights = healthy / jnp.maximum(healthy.sum(axis=1, keepdims=True), 1.0)
+  mean = jnp.einsum("hr,hr...->h...", weights, grouped)
+  anchor = jnp.repeat(mean, restarts, axis=0)
+  return states._replace(anchor=jax.lax.stop_gradient(anchor))
+
+
+def _stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _unstack(tree, num):
+  return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(num)]
+
+
+class _Stepper:
+  """Advances the stacked states by n steps under one strategy."""
+
+  def __init__(self, attack: Attack, strategy: Strategy, restarts: int, num: int,
+               steps_per_call: int, mesh):
+    self.attack, self.strategy, self.num = attack, strategy, num
+    self.steps_per_call = steps_per_call
+
+    def batched(states):
+      states = _with_anchor(attack, states, restarts)
+      if strategy == Strategy.MAP:
+        return jax.lax.map(attack.step, states)
+      return jax.vmap(attack.step)(states)
+
+    def scanned(states):
+      return jax.lax.scan(lambda s, _: batched(s), states, None, length=steps_per_call)
+
+    if strategy == Strategy.HOST_LOOP:
+      self._single = jax.jit(attack.step)
+      self._anchor = jax.jit(lambda s: _with_anchor(attack, s, restarts))
+    elif strategy == Strategy.SHARDED:
+      sharding = parallel.copies_sharding(mesh)
+      self._one = jax.jit(batched, in_shardings=sharding, out_shardings=(sharding, sharding))
+      self._many = jax.jit(scanned, in_shardings=sharding,
+                           out_shardings=(sharding, sharding))
+    else:
+      self._one = jax.jit(batched)
+      self._many = jax.jit(scanned)
+
+  def prepare(self, states):
+    return _unstack(states, self.num) if self.strategy == Strategy.HOST_LOOP else states
+
+  def collect(self, states):
+    return _stack(states) if self.strategy == Strategy.HOST_LOOP else states
+
+  def advance(self, states, n: int):
+    """n steps; returns (states, [n, P] objective as a device array)."""
+    rows = []
+    if self.strategy == Strategy.HOST_LOOP:
+      for _ in range(n):
+        if self.attack.needs_anchor:
+          states = _unstack(self._anchor(_stack(states)), self.num)
+        outs = [self._single(s) for s in states]
+        states = [o[0] for o in outs]
+        rows.append(jnp.stack([o[1]["objective"] for o in outs]))
+      return states, jnp.stack(rows)
+    done = 0
+    while done < n:
+      if self.steps_per_call > 1 and n - done >= self.steps_per_call:
+        states, metrics = self._many(states)
+        rows.append(metrics["objective"])
+        done += self.steps_per_call
+      else:
+        states, metrics = self._one(states)
+        rows.append(metrics["objective"][None])
+        done += 1
+    return states, jnp.concatenate(rows)
+
+
+def run(
+    attack: Attack,
+    *,
+    key: jax.Array,
+    hypotheses: jax.Array,
+    restarts: int = 1,
+    iterations: int,
+    strategy: Strategy | None = None,
+    steps_per_call: int | None = None,
+    log_every: int = 100,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    patience: int | None = None,
+    tol: float = 1e-4,
+    progress: bool = True,
+    description: str = "attack",
+) -> RunResult:
+  """Optimises H x R copies of ``attack`` and returns the lowest-loss one.
+
+  Args:
+    attack: from `jaxinvert.attack.matching_attack`.
+    key: PRNG key of the whole run (split once into the copies' keys).
+    hypotheses: ``[H, B]`` label hypotheses, best first (`jaxinvert.labels`).
+    restarts: R random initialisations per hypothesis.
+    iterations: optimisation steps.
+    strategy: execution `Strategy`; None = `default_strategy()`.
+    steps_per_call: steps fused into one jitted `lax.scan` (VMAP/MAP/SHARDED); None =
+      1 on CPU (loops inside XLA:CPU are slower) and 25 elsewhere.
+    log_every: steps between host syncs (progress, checkpoint, convergence).
+    checkpoint_dir: if set, resume from the latest checkpoint there and save to it.
+    checkpoint_every: steps between checkpoints (a multiple of ``log_every``);
+      default ``log_every``.
+    mesh: device mesh for ``SHARDED`` (default: all devices, `parallel.make_mesh`).
+    patience: stop when the best objective improved by less than a relative ``tol``
+      over this many consecutive chunks; None = run all iterations.
+    tol: relative improvement that counts for ``patience``.
+    progress: show a tqdm bar.
+    description: the bar's label.
+
+  Returns:
+    A `RunResult`.
+  """
+  if iterations < 0:
+    raise ValueError(f"iterations must be >= 0, got {iterations}")
+  if log_every <= 0:
+    raise ValueError(f"log_every must be positive, got {log_every}")
+  strategy = strategy or default_strategy()
+  if steps_per_call is None:
+    steps_per_call = 1 if jax.default_backend() == "cpu" else 25
+  checkpoint_every = checkpoint_every or log_every
+  if checkpoint_every % log_every:
+    raise ValueError(f"checkpoint_every ({checkpoint_every}) must be a multiple of log_every "
+                     f"({log_every})")
+  hypotheses = jnp.asarray(hypotheses, jnp.int32)
+  num_hyp = hypotheses.shape[0]
+  num = num_hyp * restarts
+  start = time.perf_counter()
+  states = init_states(attack, key, hypotheses, restarts)
+  if strategy == Strategy.SHARDED:
+    mesh = mesh or parallel.make_mesh()
+    parallel.check_divisible(num, mesh)
+    states = jax.device_put(states, parallel.copies_sharding(mesh))
+  step, curve = 0, np.zeros((0, num), np.float32)
+  saver = AttackCheckpointer(checkpoint_dir) if checkpoint_dir else None
+  if saver is not None:
+    restored = saver.restore(states)
+    if restored is not None:
+      step, states, curve = restored
+      if strategy == Strategy.SHARDED:
+        states = jax.device_put(states, parallel.copies_sharding(mesh))
+  stepper = _Stepper(attack, strategy, restarts, num, steps_per_call, mesh)
+  work = stepper.prepare(states)
+  curves = [curve]
+  best, stale = np.inf, 0
+  bar = tqdm.tqdm(total=iterations, initial=min(step, iterations), desc=description,
+                  disable=not progress, leave=False)
+  while step < iterations:
+    n = min(log_every - step % log_every, iterations - step)
+    work, rows = stepper.advance(work, n)
+    rows = np.asarray(rows)  # the one host sync of the chunk
+    curves.append(rows)
+    step += n
+    bar.update(n)
+    chunk_best = float(np.min(np.where(np.isfinite(rows[-1]), rows[-1], np.inf)))
+    bar.set_postfix(objective=f"{chunk_best:.3e}")
+    if saver is not None and step % checkpoint_every == 0:
+      saver.save(step, stepper.collect(work), np.concatenate(curves))
+    if patience is not None:
+      if chunk_best < best * (1.0 - tol) or not np.isfinite(best):
+        best, stale = chunk_best, 0
+      else:
+        stale += 1
+        if stale >= patience:
+          break
+  bar.close()
+  states = stepper.collect(work)
+  if saver is not None:
+    saver.close()
+  losses = np.asarray(jax.jit(jax.vmap(attack.evaluate))(states), np.float64)
+  losses = np.where(np.isfinite(losses), losses, np.inf).reshape(num_hyp, restarts)
+  all_images = np.asarray(jax.jit(jax.vmap(attack.images))(states))
+  all_images = all_images.reshape(num_hyp, restarts, *all_images.shape[1:])
+  best_index = int(np.argmin(losses)) if np.isfinite(losses).any() else 0
+  h, r = divmod(best_index, restarts)
+  return RunResult(
+      images=all_images[h, r],
+      labels=np.asarray(hypotheses[h]),
+      hypothesis=h,
+      restart=r,
+      losses=losses,
+      all_images=all_images,
+      curve=np.concatenate(curves).reshape(-1, num_hyp, restarts),
+      steps=step,
+      seconds=time.perf_counter() - start,
+      states=states,
+  )

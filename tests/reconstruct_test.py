@@ -1,0 +1,67 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from experiments import reconstruct
+from experiments.configs import lenet_b1
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(**overrides):
+  config = lenet_b1.get_config()
+  config.iterations = 40
+  config.log_every = 20
+  config.progress = False
+  for k, v in overrides.items():
+    config[k] = v
+  return config
+
+
+def test_run_writes_results_and_figures(tmp_path):
+  results = reconstruct.run(_config(), str(tmp_path))
+  for name in ("results.json", "reconstruction.png", "loss_curve.png"):
+    assert (tmp_path / name).stat().st_size > 0
+  saved = json.loads((tmp_path / "results.json").read_text())
+  for key in ("psnr", "ssim", "label_accuracy", "labels_exact", "seconds", "config",
+              "per_image_psnr", "chosen_restart", "chosen_hypothesis", "loss_curve"):
+    assert key in saved
+  assert saved["config"]["model"] == "lenet"
+  assert saved["label_accuracy"] == 1.0  # iDLG is exact for one image
+  assert len(saved["loss_curve"]) == 40
+  assert results["psnr"] == saved["psnr"]
+
+
+def test_same_seed_same_numbers(tmp_path):
+  a = reconstruct.run(_config(iterations=20), str(tmp_path / "a"))
+  b = reconstruct.run(_config(iterations=20), str(tmp_path / "b"))
+  assert a["psnr"] == b["psnr"] and list(a["loss_curve"]) == list(b["loss_curve"])
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("batch_size", -3, "config.batch_size"),
+    ("model", "vgg", "config.model"),
+    ("label_dist", "single:5", "config.label_dist"),
+    ("restarts", -1, "config.restarts"),
+    ("optimizer", "sgd", "config.optimizer"),
+    ("bn", 0.1, "config.bn"),
+    ("setting", "fedprox", "config.setting"),
+    ("dataset", "mnist", "config.dataset"),
+])
+def test_nonsense_config_rejected_before_work(tmp_path, field, value, match):
+  with pytest.raises(ValueError, match=match):
+    reconstruct.run(_config(**{field: value}), str(tmp_path))
+  assert not (tmp_path / "results.json").exists()
+
+
+def test_command_line(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.reconstruct", f"--workdir={tmp_path}",
+       "--config.iterations=10", "--config.log_every=5", "--config.progress=False"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "jaxinvert: wrote results.json" in out.stdout
+  assert (tmp_path / "results.json").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -183,3 +184,28 @@ def restore_labels(config, model: Model, variables, update, key: jax.Array):
                              local_batch_size=local_batch_size(config))
   return method, labels.restore_fedavg(key, start=variables, end=update,
                                        local_lr=config.local_lr, local_steps=steps, **common)
+
+
+def parse_cells(config) -> list[dict]:
+  """``config.cells = 'a=1,b=x;a=2'`` -> ``[{'a': 1, 'b': 'x'}, {'a': 2}]``, typed like the config."""
+  if not config.get("cells"):
+    return [{}]
+  cells = []
+  for spec in config.cells.split(";"):
+    cell = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+      field, _, value = item.partition("=")
+      if field not in config:
+        fail("cells", f"unknown field {field!r} in {spec!r}")
+      kind = type(config[field])
+      cell[field] = (value.lower() in ("1", "true")) if kind is bool else kind(value)
+    cells.append(cell)
+  return cells
+
+
+def apply_cell(config, cell: dict):
+  """A copy of ``config`` with the cell's overrides."""
+  merged = copy.deepcopy(config)
+  for k, v in cell.items():
+    merged[k] = v
+  return merged

@@ -27,9 +27,6 @@ from jaxinvert import metrics, parallel, priors, runner, simulators, victim, viz
 from jaxinvert.objectives import Distance
 
 _CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where results.json and figures go.")
-config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "lenet_b1.py"),
-                                "Reconstruction config (a get_config() file).")
 
 
 def validate(config) -> None:
@@ -183,10 +180,18 @@ def run(config, workdir: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not _WORKDIR.value:
+  if not flags.FLAGS.workdir:
     raise app.UsageError("--workdir is required")
-  run(flags.FLAGS.config, _WORKDIR.value)
+  run(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+def define_flags() -> None:
+  """Flags exist only when run as a script, so modules can import each other."""
+  flags.DEFINE_string("workdir", None, "Where results.json and figures go.")
+  config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "lenet_b1.py"),
+                                  "Reconstruction config (a get_config() file).")
 
 
 if __name__ == "__main__":
+  define_flags()
   sys.exit(app.run(main))

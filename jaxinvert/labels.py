@@ -292,6 +292,56 @@ def ilrg(update: Params, *, variables: Variables, num_images: int) -> LabelEstim
   return _estimate(scores, num_images)
 
 
+class FeatureDomain(enum.Enum):
+  """Range of the classifier's input features (the last activation)."""
+
+  NONNEGATIVE = "nonnegative"  # ReLU, softplus
+  UNIT = "unit"                # sigmoid
+  REAL = "real"                # no activation
+
+
+def cluster(update: Params, *, variables: Variables, num_images: int,
+            feature_domain: FeatureDomain = FeatureDomain.NONNEGATIVE,
+            iterations: int = 500, damping: float = 0.5) -> LabelEstimate:
+  """Self-consistent class clusters: iLRG's model with its cross-class terms (ours).
+
+  Model: the c_j images of class j share one feature vector o_j, so
+  ``K db_n = sum_j c_j P_jn - c_n`` and ``K dW_n = sum_j c_j P_jn o_j - c_n o_n`` with
+  ``P_j = softmax(W o_j + b)``. iLRG (Ma et al., ICLR 2023) reads
+  ``o_n ~ dW_n / db_n``, neglecting the mass ``sum_{j != n} c_j P_jn`` that other
+  classes put on class n, which is large when K is comparable to N or larger. Here
+  the two equations are iterated from iLRG's solution (damped fixed point):
+  ``o_n <- (sum_j c_j P_jn o_j - K dW_n) / c_n`` and ``c <- P^T c - K db``.
+  A joint least-squares fit of the same equations is not identified (it drifts to
+  other count vectors that fit as well); the iteration stays near iLRG's start.
+  """
+  weight, bias = classifier_grads(update)
+  if bias is None:
+    raise ValueError("cluster needs a last layer with a bias")
+  layer = variables["params"][CLASSIFIER]
+  kernel, offset = layer["kernel"].T, layer["bias"]
+  k_dw, k_db = num_images * weight, num_images * bias
+  counts = jnp.maximum(ilrg(update, variables=variables, num_images=num_images).scores, 0.0)
+  features = k_dw / jnp.where(jnp.abs(k_db) > 1e-30, k_db, -1e-30)[:, None]
+  lower, upper = {FeatureDomain.NONNEGATIVE: (0.0, jnp.inf), FeatureDomain.UNIT: (0.0, 1.0),
+                  FeatureDomain.REAL: (-jnp.inf, jnp.inf)}[feature_domain]
+  features = jnp.clip(features, lower, upper)
+
+  def body(carry, _):
+    features, counts = carry
+    probs = jax.nn.softmax(features @ kernel.T + offset)      # [class j, n]
+    mass = (counts[:, None] * probs).T @ features               # sum_j c_j P_jn o_j
+    new_features = jnp.clip((mass - k_dw) / jnp.maximum(counts, 1e-3)[:, None], lower, upper)
+    new_features = jnp.where((counts > 0.05)[:, None], new_features, features)
+    new_counts = jnp.maximum(probs.T @ counts - k_db, 0.0)
+    new_counts = new_counts * num_images / jnp.maximum(new_counts.sum(), 1e-12)
+    mix = lambda new, old: damping * new + (1.0 - damping) * old
+    return (mix(new_features, features), mix(new_counts, counts)), None
+
+  (_, counts), _ = jax.lax.scan(body, (features, counts), None, length=iterations)
+  return _estimate(counts, num_images)
+
+
 # ----------------------------------------------------------------- FedAvg
 
 
@@ -326,6 +376,7 @@ class Method(enum.Enum):
   GRADINVERSION = "gradinversion"
   LLG_PLUS = "llg_plus"
   ILRG = "ilrg"
+  CLUSTER = "cluster"              # ours: iLRG's cluster model fitted self-consistently
 
 
 DEFAULT_METHOD = Method.GENG_BIAS
@@ -333,8 +384,8 @@ DEFAULT_METHOD = Method.GENG_BIAS
 
 def restore(key: jax.Array, *, method: Method, update: Params, features_fn: FeaturesFn,
             variables: Variables, num_images: int, image_shape,
-            num_dummies: int | None = None,
-            dummy_dist: DummyDist = DummyDist.UNIFORM) -> LabelEstimate:
+            num_dummies: int | None = None, dummy_dist: DummyDist = DummyDist.UNIFORM,
+            feature_domain: FeatureDomain = FeatureDomain.NONNEGATIVE) -> LabelEstimate:
   """Label counts from a FedSGD gradient (or a FedAvg average gradient) by ``method``.
 
   Args:
@@ -347,6 +398,7 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
     image_shape: ``(H, W, C)`` of the dummy inputs.
     num_dummies: dummy images (default K).
     dummy_dist: their distribution.
+    feature_domain: range of the classifier's input features (`Method.CLUSTER`).
 
   Returns:
     A `LabelEstimate`.
@@ -368,6 +420,9 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
     return gradinversion(update, num_images=num_images)
   if method == Method.ILRG:
     return ilrg(update, variables=variables, num_images=num_images)
+  if method == Method.CLUSTER:
+    return cluster(update, variables=variables, num_images=num_images,
+                   feature_domain=feature_domain)
   raise ValueError(f"unknown label method {method!r}")
 
 

@@ -81,3 +81,23 @@ def curves(path: str, series: Mapping[str, tuple[Sequence[float], Sequence[float
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def bars(path: str, groups: Mapping[str, Sequence[float]], names: Sequence[str], *,
+         title: str | None = None, ylabel: str = "") -> None:
+  """Saves grouped bars: group name -> one value per name."""
+  fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(names) + 2), 3.6))
+  width = 0.8 / max(1, len(groups))
+  for i, (group, values) in enumerate(groups.items()):
+    ax.bar(np.arange(len(names)) + i * width, values, width, label=group)
+  ax.set_xticks(np.arange(len(names)) + width * (len(groups) - 1) / 2)
+  ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+  ax.set_ylim(0, 1.05)
+  ax.set_ylabel(ylabel)
+  if title:
+    ax.set_title(title, fontsize=9)
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3, axis="y")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

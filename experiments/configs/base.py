@@ -61,4 +61,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.tol = 1e-4
   c.progress = True
   c.distributed = False        # call jax.distributed.initialize (multi-host)
+  # Sweeps (experiments/sweep.py).
+  c.cells = ""                 # ';'-separated cells of 'field=value,field=value'
+  c.sweep_x = ""               # x-axis field of the sweep plot ('' = bars per cell)
+  c.sweep_series = ""          # one line per value of this field
   return c

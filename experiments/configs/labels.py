@@ -1,0 +1,32 @@
+"""Label restoration benchmark, one cell: every method on the same trials.
+
+Command:
+  python -m experiments.restore_labels --config=experiments/configs/labels.py \
+      --workdir=workdirs/labels
+Expected: results.json with, per method, the exact-match rate of the count vector
+and the label accuracy over `trials` batches; labels.png compares the methods.
+Vary --config.model, --config.batch_size, --config.label_dist, --config.train_steps,
+--config.setting=fedavg (with local_epochs / local_batch_size / local_lr).
+"""
+
+from experiments.configs import base
+
+
+def get_config():
+  c = base.get_config()
+  c.model = "convnet"
+  c.width = 16
+  c.batch_size = 16
+  c.label_dist = "single:8"
+  c.trials = 10
+  c.methods = "geng,geng_bias,idlg,gradinversion,llg_plus,ilrg,cluster"
+  c.num_dummies = 0           # 0 = K dummies (Geng et al.'s code)
+  c.dummy_dist = "uniform"
+  c.stats_point = "trajectory"  # fedavg: start | end | trajectory
+  c.train_steps = 0           # 0 = untrained victim
+  c.train_batch_size = 8
+  c.train_lr = 0.01
+  c.momentum = 0.9
+  c.train_pool = 64
+  c.eval_pool = 16
+  return c

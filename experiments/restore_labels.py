@@ -1,0 +1,205 @@
+r"""Benchmark zero-shot label restoration: every method on the same client batches.
+
+  python -m experiments.restore_labels --config=experiments/configs/labels.py \
+      --workdir=workdirs/labels
+
+For each cell (the config, or each ';'-separated override set of ``config.cells``) it
+samples ``trials`` client batches, computes what each client shares (FedSGD gradient or
+FedAvg weights, vmapped over trials), runs every method of ``config.methods`` (vmapped
+over trials) and scores the count vectors against the truth. Writes ``results.json``
+and a figure.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
+import tqdm
+
+from experiments import common, train_victim
+from jaxinvert import labels, metrics, models, victim, viz
+
+_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+_DOMAINS = {models.Activation.RELU: labels.FeatureDomain.NONNEGATIVE,
+            models.Activation.SOFTPLUS: labels.FeatureDomain.NONNEGATIVE,
+            models.Activation.SIGMOID: labels.FeatureDomain.UNIT}
+
+
+def feature_domain(model) -> labels.FeatureDomain:
+  return _DOMAINS[model.module.activation]
+
+
+def validate(config) -> list[dict]:
+  cells = common.parse_cells(config)
+  if config.trials <= 0:
+    common.fail("trials", f"must be positive, got {config.trials}")
+  if config.train_steps < 0:
+    common.fail("train_steps", f"must be >= 0, got {config.train_steps}")
+  for method in config.methods.split(","):
+    if method not in [m.value for m in labels.Method]:
+      common.fail("methods", f"unknown method {method!r}; choose from "
+                  f"{[m.value for m in labels.Method]}")
+  common._choice(config, "stats_point", [s.value for s in labels.StatsPoint])  # pylint: disable=protected-access
+  common._choice(config, "dummy_dist", [d.value for d in labels.DummyDist])  # pylint: disable=protected-access
+  for cell in cells:
+    merged = common.apply_cell(config, cell)
+    common.validate_victim_and_data(merged)
+    common.validate_setting(merged)
+  return cells
+
+
+def victim_for(config, cache: dict):
+  """The victim at ``config.train_steps`` (trained once per model config, then cached)."""
+  fields = ("model", "width", "activation", "batchnorm", "hidden", "dataset", "image_size",
+            "num_classes", "seed", "train_batch_size", "train_lr", "momentum", "train_pool")
+  key = tuple(config[f] for f in fields) + (config.train_steps,)
+  if key not in cache:
+    if config.train_steps == 0:
+      cache[key] = common.build_victim(config, jax.random.split(jax.random.key(config.seed))[0])
+    else:
+      train_config = copy.deepcopy(config)
+      train_config.eval_pool = 0
+      model, saved, _ = train_victim.train(train_config, save_at=[config.train_steps],
+                                           progress=config.progress)
+      cache[key] = (model, saved[config.train_steps])
+  return cache[key]
+
+
+def run_cell(config, cache: dict) -> dict:
+  model, variables = victim_for(config, cache)
+  key = jax.random.fold_in(jax.random.key(config.seed), 1)
+  batch_keys = jax.random.split(key, config.trials)
+  batches = [common.client_batch(config, k) for k in batch_keys]
+  images = jnp.asarray(np.stack([b[0] for b in batches]))
+  true = np.stack([b[1] for b in batches])
+  num_classes = model.num_classes
+  true_counts = np.stack([np.bincount(t, minlength=num_classes) for t in true])
+  k = config.batch_size
+  if config.setting == "fedsgd":
+    updates = jax.jit(jax.vmap(lambda x, y: victim.fedsgd_update(model.apply, variables, x, y)))(
+        images, jnp.asarray(true))
+  else:
+    steps = victim.local_steps(k, local_epochs=config.local_epochs,
+                               local_batch_size=common.local_batch_size(config))
+    order_keys = jax.random.split(jax.random.fold_in(key, 2), config.trials)
+    updates = jax.jit(jax.vmap(lambda x, y, kk: victim.fedavg_update(
+        model.apply, variables, x, y, local_epochs=config.local_epochs,
+        local_batch_size=common.local_batch_size(config), local_lr=config.local_lr,
+        key=kk if config.client_shuffles else None)))(images, jnp.asarray(true), order_keys)
+  dummy_keys = jax.random.split(jax.random.fold_in(key, 3), config.trials)
+  out = {}
+  for name in config.methods.split(","):
+    method = labels.Method(name)
+    kwargs = dict(method=method, features_fn=model.features, num_images=k,
+                  image_shape=model.image_shape, num_dummies=config.num_dummies or None,
+                  dummy_dist=labels.DummyDist(config.dummy_dist),
+                  feature_domain=feature_domain(model))
+    if method == labels.Method.GRADINVERSION and k > num_classes:
+      out[name] = {"skipped": f"GradInversion assumes K <= N ({k} > {num_classes})"}
+      continue
+    start = time.perf_counter()
+    if config.setting == "fedsgd":
+      fn = jax.jit(jax.vmap(lambda kk, u: labels.restore(kk, update=u, variables=variables,
+                                                         **kwargs).counts))
+    else:
+      fn = jax.jit(jax.vmap(lambda kk, u: labels.restore_fedavg(
+          kk, start=variables, end=u, local_lr=config.local_lr, local_steps=steps,
+          stats_point=labels.StatsPoint(config.stats_point), **kwargs).counts))
+    counts = np.asarray(fn(dummy_keys, updates))
+    seconds = time.perf_counter() - start
+    per_trial = []
+    for c, t in zip(counts, true):
+      predicted = metrics.counts_to_labels(c)
+      per_trial.append({"exact": metrics.labels_exact(predicted, t),
+                        "label_accuracy": metrics.label_accuracy(predicted, t),
+                        "counts": c.tolist()})
+    out[name] = {
+        "exact_match_rate": float(np.mean([p["exact"] for p in per_trial])),
+        "label_accuracy": float(np.mean([p["label_accuracy"] for p in per_trial])),
+        "seconds": seconds, "per_trial": per_trial}
+  return {"true_counts": true_counts.tolist(), "methods": out}
+
+
+def run(config, workdir: str) -> dict:
+  cells = validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  cache, results = {}, []
+  with common.Timer() as timer:
+    for cell in tqdm.tqdm(cells, desc="cells", disable=not config.progress or len(cells) == 1):
+      merged = common.apply_cell(config, cell)
+      results.append({"cell": cell, **run_cell(merged, cache)})
+  summary = {"config": config, "default": labels.DEFAULT_METHOD.value,
+             "seconds": timer.seconds, "backend": jax.default_backend()}
+  methods = config.methods.split(",")
+  files = []
+  if len(results) == 1:
+    summary["methods"] = results[0]["methods"]
+    summary["true_counts"] = results[0]["true_counts"]
+    shown = [m for m in methods if "skipped" not in summary["methods"][m]]
+    files.append(os.path.join(workdir, "labels.png"))
+    viz.bars(files[-1], {"exact count vector": [summary["methods"][m]["exact_match_rate"]
+                                                for m in shown],
+                         "label accuracy": [summary["methods"][m]["label_accuracy"]
+                                            for m in shown]}, shown,
+             title=f"{config.model}, {config.setting}, B={config.batch_size}, "
+                   f"{config.label_dist}, {config.train_steps} training steps")
+  else:
+    summary["cells"] = results
+    table = {m: [r["methods"][m].get("label_accuracy") for r in results] for m in methods}
+    summary["table"] = {"cells": [r["cell"] for r in results], "label_accuracy": table,
+                        "exact_match_rate": {m: [r["methods"][m].get("exact_match_rate")
+                                                 for r in results] for m in methods}}
+    if all(set(r["cell"]) == {"label_dist"} for r in results):  # the duplicates sweep
+      dups = [int(r["cell"]["label_dist"].split(":")[1]) - 1 for r in results]
+      files.append(os.path.join(workdir, "labels_vs_duplicates.png"))
+      viz.curves(files[-1], {m: (dups, [100 * (a or 0) for a in table[m]]) for m in methods
+                             if all(a is not None for a in table[m])},
+                 xlabel="duplicate labels in a batch of 16", ylabel="label accuracy (%)",
+                 markers=True, title=f"{config.model}, {config.train_steps} training steps")
+  files.insert(0, common.write_results(workdir, summary))
+  common.announce(workdir, files)
+  print_table(summary, results, methods)
+  return summary
+
+
+def print_table(summary, results, methods) -> None:
+  header = "cell".ljust(28) + "".join(m[:13].rjust(14) for m in methods)
+  print(header)
+  for r in results:
+    name = ",".join(f"{k}={v}" for k, v in r["cell"].items()) or "config"
+    row = []
+    for m in methods:
+      entry = r["methods"][m]
+      row.append("skipped" if "skipped" in entry else
+                 f"{entry['exact_match_rate']:.2f}/{entry['label_accuracy']:.3f}")
+    print(name[:27].ljust(28) + "".join(v.rjust(14) for v in row))
+  print("(exact count-vector rate / label accuracy)", flush=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS.workdir:
+    raise app.UsageError("--workdir is required")
+  run(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+def define_flags() -> None:
+  """Flags exist only when run as a script, so modules can import each other."""
+  flags.DEFINE_string("workdir", None, "Where results.json and figures go.")
+  config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "labels.py"),
+                                  "Label benchmark config.")
+
+
+if __name__ == "__main__":
+  define_flags()
+  sys.exit(app.run(main))

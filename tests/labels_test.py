@@ -1,0 +1,149 @@
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxinvert import labels, models, victim
+from jaxinvert.types import CLASSIFIER, Model
+
+
+class _SimplexFeatures(nn.Module):
+  """Features that sum to one per image, so Geng et al.'s weight form is exact."""
+
+  num_classes: int = 5
+
+  @nn.compact
+  def __call__(self, x, train=True, return_features=False):
+    del train
+    f = jax.nn.softmax(nn.Dense(6)(x.reshape(x.shape[0], -1)))
+    return f if return_features else nn.Dense(self.num_classes, name=CLASSIFIER)(f)
+
+
+def _toy():
+  model = Model("toy", _SimplexFeatures(), (4, 4, 3), 5, False)
+  variables = model.init(jax.random.key(0))
+  return model, variables
+
+
+def _batch(labels_list, seed=0, shape=(4, 4, 3)):
+  y = jnp.asarray(labels_list, jnp.int32)
+  x = jax.random.uniform(jax.random.key(seed), (len(labels_list), *shape))
+  return x, y
+
+
+def _true_counts(y, n):
+  return np.bincount(np.asarray(y), minlength=n)
+
+
+def test_formulas_exact_with_the_batch_statistics_and_signs_match_victim():
+  model, variables = _toy()
+  x, y = _batch([0, 0, 0, 2, 4, 4])
+  grad = victim.fedsgd_update(model.apply, variables, x, y)
+  # "Dummies" equal to the real batch: the estimates are then exact (and the signs of
+  # the derivation agree with the gradient the victim computes).
+  real_features = lambda v, dummies: model.features(v, x)
+  kwargs = dict(update=grad, features_fn=real_features, variables=variables, num_images=6,
+                image_shape=model.image_shape)
+  for method in (labels.geng, labels.geng_bias):
+    estimate = method(jax.random.key(0), **kwargs)
+    np.testing.assert_allclose(estimate.scores, _true_counts(y, 5), atol=1e-4)
+    np.testing.assert_array_equal(estimate.counts, _true_counts(y, 5))
+
+
+def test_round_counts_nonnegative_and_sum_to_k():
+  rng = np.random.default_rng(0)
+  for k in (1, 5, 16, 100):
+    scores = rng.normal(k / 10, 2.0, size=10).astype(np.float32)
+    counts = np.asarray(labels.round_counts(scores, k))
+    assert counts.sum() == k and counts.min() >= 0
+  np.testing.assert_array_equal(labels.round_counts(jnp.array([2.6, 0.3, 1.1]), 4), [3, 0, 1])
+
+
+def test_hypotheses_ranked_distinct_and_best_first():
+  scores = jnp.array([2.55, 0.45, 1.0, 0.0, 3.9])
+  hyps = np.asarray(labels.hypotheses(scores, num_images=8, num=6))
+  assert hyps.shape == (6, 5)
+  np.testing.assert_array_equal(hyps[0], labels.round_counts(scores, 8))
+  assert len({tuple(h) for h in hyps}) == 6
+  costs = np.sum((hyps - np.asarray(scores)) ** 2, axis=1)
+  assert np.all(np.diff(costs) >= -1e-6)
+  assert np.all(hyps.sum(1) == 8) and hyps.min() >= 0
+  # The runner-up moves one unit across the closest boundary (0.45 -> 1, 2.55 -> 2).
+  np.testing.assert_array_equal(hyps[1], [2, 1, 1, 0, 4])
+
+
+def test_hypotheses_too_many_raises():
+  with pytest.raises(ValueError, match="only"):
+    labels.hypotheses(jnp.array([1.0]), num_images=1, num=3)
+
+
+def _lenet():
+  model = models.get_model("lenet", num_classes=10, image_size=8, width=4)
+  return model, jax.jit(model.init)(jax.random.key(3))
+
+
+@pytest.mark.parametrize("method", [labels.Method.CLUSTER, labels.Method.ILRG,
+                                    labels.Method.GENG_BIAS])
+def test_fedsgd_recovers_multiset_with_duplicates(method):
+  model, variables = _lenet()
+  x, y = _batch([1, 1, 1, 4, 7], seed=2, shape=model.image_shape)
+  grad = jax.jit(victim.fedsgd_update, static_argnums=0)(model.apply, variables, x, y)
+  estimate = labels.restore(jax.random.key(1), method=method, update=grad,
+                            features_fn=model.features, variables=variables, num_images=5,
+                            image_shape=model.image_shape, num_dummies=256,
+                            feature_domain=labels.FeatureDomain.UNIT)
+  np.testing.assert_array_equal(estimate.counts, _true_counts(y, 10))
+
+
+def test_fedavg_recovers_multiset_with_duplicates():
+  model, variables = _lenet()
+  x, y = _batch([2, 2, 5, 9], seed=4, shape=model.image_shape)
+  new = jax.jit(lambda v, a, b: victim.fedavg_update(
+      model.apply, v, a, b, local_epochs=1, local_batch_size=2, local_lr=0.01))(variables, x, y)
+  for point in labels.StatsPoint:
+    estimate = labels.restore_fedavg(
+        jax.random.key(1), method=labels.Method.CLUSTER, start=variables, end=new,
+        features_fn=model.features, num_images=4, image_shape=model.image_shape,
+        local_lr=0.01, local_steps=2, stats_point=point,
+        feature_domain=labels.FeatureDomain.UNIT)
+    np.testing.assert_array_equal(estimate.counts, _true_counts(y, 10), err_msg=str(point))
+
+
+def test_idlg_single_image_and_gradinversion_unique():
+  model, variables = _lenet()
+  x, y = _batch([6], seed=5, shape=model.image_shape)
+  grad = victim.fedsgd_update(model.apply, variables, x, y)
+  np.testing.assert_array_equal(labels.idlg(grad).counts, _true_counts(y, 10))
+  x, y = _batch([0, 3, 8], seed=6, shape=model.image_shape)
+  grad = victim.fedsgd_update(model.apply, variables, x, y)
+  np.testing.assert_array_equal(labels.gradinversion(grad, num_images=3).counts,
+                                _true_counts(y, 10))
+  with pytest.raises(ValueError, match="K <= N"):
+    labels.gradinversion(grad, num_images=11)
+
+
+@pytest.mark.parametrize("case,match", [
+    ("k_zero", "must be positive"),
+    ("wrong_layer", "shape"),
+    ("nan", "NaN or Inf"),
+    ("no_classifier", "no last layer"),
+])
+def test_bad_input(case, match):
+  model, variables = _lenet()
+  x, y = _batch([1, 2], shape=model.image_shape)
+  grad = victim.fedsgd_update(model.apply, variables, x, y)
+  k = 2
+  if case == "k_zero":
+    k = 0
+  elif case == "wrong_layer":
+    grad = {**grad, CLASSIFIER: {"kernel": jnp.zeros((5, 10)), "bias": jnp.zeros(10)}}
+  elif case == "nan":
+    grad = {**grad, CLASSIFIER: {**grad[CLASSIFIER],
+                                 "bias": grad[CLASSIFIER]["bias"].at[0].set(jnp.nan)}}
+  elif case == "no_classifier":
+    grad = {"conv0": grad["conv0"]}
+  with pytest.raises(ValueError, match=match):
+    labels.restore(jax.random.key(0), method=labels.Method.GENG, update=grad,
+                   features_fn=model.features, variables=variables, num_images=k,
+                   image_shape=model.image_shape)

@@ -58,3 +58,61 @@ def test_bad_model_arguments():
     models.get_model("lenet", num_classes=0)
   with pytest.raises(ValueError, match="32x32"):
     models.get_model("convnet", num_classes=10, image_size=64)
+
+
+@pytest.mark.parametrize("name,size,width", [("lenet", 32, None), ("convnet", 32, 2)])
+def test_conv_impls_agree_to_second_order(name, size, width):
+  """The matmul weight gradient must give the attack the same gradient-of-gradient."""
+  xla = models.get_model(name, num_classes=5, image_size=size, width=width,
+                         conv_impl=models.ConvImpl.XLA)
+  mm = models.get_model(name, num_classes=5, image_size=size, width=width,
+                        conv_impl=models.ConvImpl.MATMUL_DW)
+  variables = xla.init(jax.random.key(0))
+  x = jax.random.uniform(jax.random.key(1), (2, size, size, 3))
+  y = jnp.array([1, 3])
+
+  def attack_grad(model):
+    def param_grad(images):
+      def loss(params):
+        logits, _ = model.apply({**variables, "params": params}, images)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+      return jax.grad(loss)(variables["params"])
+
+    def match(images):
+      return sum(jnp.sum(g ** 2) for g in jax.tree.leaves(param_grad(images)))
+    return jax.jit(lambda i: (param_grad(i), jax.grad(match)(i)))(x)
+
+  (g_xla, dx_xla), (g_mm, dx_mm) = attack_grad(xla), attack_grad(mm)
+  for a, b in zip(jax.tree.leaves(g_xla), jax.tree.leaves(g_mm)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
+  scale = np.abs(np.asarray(dx_xla)).max()
+  assert scale > 0
+  np.testing.assert_allclose(dx_mm, dx_xla, rtol=0, atol=2e-4 * scale)
+
+
+def test_default_conv_impl_per_backend():
+  assert models.default_conv_impl("cpu") == models.ConvImpl.MATMUL_DW
+  assert models.default_conv_impl("gpu") == models.ConvImpl.XLA
+  assert models.default_conv_impl("tpu") == models.ConvImpl.XLA
+
+
+@pytest.mark.parametrize("kernel,stride,pad", [(3, 1, 1), (3, 2, 1), (1, 2, 0), (7, 2, 3),
+                                               (5, 2, 2)])
+def test_matmul_weight_gradient_conv_matches_xla(kernel, stride, pad):
+  """Every conv shape of the ResNets/LeNet: values, gradients and gradients of gradients."""
+  from jax import lax
+  from jaxinvert.models import conv as conv_lib
+  dn = ("NHWC", "HWIO", "NHWC")
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
+  w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 4))
+  padding = ((pad, pad), (pad, pad))
+
+  def double(conv):
+    def inner(x, w):
+      return jnp.sum(jnp.sin(conv(x, w, (stride, stride), padding, dimension_numbers=dn)))
+    def outer(x, w):
+      return jnp.sum(jax.grad(inner, argnums=1)(x, w) ** 2)
+    return jax.jit(jax.grad(outer, argnums=(0, 1)))(x, w)
+
+  for a, b in zip(double(lax.conv_general_dilated), double(conv_lib.conv_general_dilated)):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())

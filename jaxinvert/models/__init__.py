@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jaxinvert.models.common import Activation, BN_MOMENTUM
+from jaxinvert.models.common import Activation, BN_MOMENTUM, ConvImpl, default_conv_impl
 from jaxinvert.models.convnet import ConvNet
 from jaxinvert.models.lenet import LeNet
 from jaxinvert.models.resnet import ResNet
@@ -21,6 +21,7 @@ def get_model(
     activation: Activation | str | None = None,
     batchnorm: bool = True,
     hidden: int = 0,
+    conv_impl: ConvImpl | str | None = None,
 ) -> Model:
   """Builds a victim model by name.
 
@@ -33,6 +34,8 @@ def get_model(
     activation: nonlinearity; ``None`` = the paper's (sigmoid LeNet, ReLU otherwise).
     batchnorm: BatchNorm in the ConvNet (the ResNets always have it, LeNet never).
     hidden: ConvNet only: units of an extra dense layer before the classifier.
+    conv_impl: how convolutions are differentiated; None = `default_conv_impl()`
+      (matmul weight gradients on CPU, XLA's convolutions elsewhere).
 
   Returns:
     A `Model` whose ``apply``/``features`` are pure functions of (variables, images).
@@ -51,27 +54,29 @@ def get_model(
   if hidden < 0:
     raise ValueError(f"hidden must be >= 0, got {hidden}")
   act = Activation(activation) if activation is not None else None
+  impl = ConvImpl(conv_impl) if conv_impl is not None else default_conv_impl()
   shape = (image_size, image_size, channels)
   if name == "lenet":
-    module = LeNet(num_classes, width=width or 12, activation=act or Activation.SIGMOID)
+    module = LeNet(num_classes, width=width or 12, activation=act or Activation.SIGMOID,
+                   conv_impl=impl)
     has_bn = False
   elif name == "convnet":
     if image_size != 32:
       raise ValueError(f"image_size: the ConvNet is defined for 32x32 images, got {image_size}")
     module = ConvNet(num_classes, width=width or 64, activation=act or Activation.RELU,
-                     use_batchnorm=batchnorm, hidden=hidden)
+                     use_batchnorm=batchnorm, hidden=hidden, conv_impl=impl)
     has_bn = batchnorm
   elif name == "resnet18":
     module = ResNet(num_classes, stage_sizes=(2, 2, 2, 2), width=width or 64,
-                    activation=act or Activation.RELU)
+                    activation=act or Activation.RELU, conv_impl=impl)
     has_bn = True
   else:
     module = ResNet(num_classes, stage_sizes=(3, 4, 6, 3), bottleneck=True, width=width or 64,
-                    imagenet_stem=True, activation=act or Activation.RELU)
+                    imagenet_stem=True, activation=act or Activation.RELU, conv_impl=impl)
     has_bn = True
   return Model(name=name, module=module, image_shape=shape, num_classes=num_classes,
                has_batchnorm=has_bn)
 
 
-__all__ = ["Activation", "BN_MOMENTUM", "ConvNet", "LeNet", "MODEL_NAMES", "Model", "ResNet",
+__all__ = ["Activation", "BN_MOMENTUM", "ConvImpl", "ConvNet", "default_conv_impl", "LeNet", "MODEL_NAMES", "Model", "ResNet",
            "get_model"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import enum
-import functools
 
 import flax.linen as nn
 import jax
+from jax import lax
+
+from jaxinvert.models import conv as conv_lib
 
 #: BatchNorm running-average momentum, flax's convention (PyTorch's 0.1 == 0.9 here).
 BN_MOMENTUM = 0.9
@@ -36,6 +38,27 @@ _ACTIVATIONS = {
 }
 
 
+class ConvImpl(enum.Enum):
+  """How convolutions are differentiated.
+
+  ``XLA``: XLA's own convolutions throughout. ``MATMUL_DW``: the weight gradient as
+  per-tap matmuls (`jaxinvert.models.conv`), faster on XLA:CPU, where XLA's
+  backward-filter convolution is slow; same values to float rounding.
+  """
+
+  XLA = "xla"
+  MATMUL_DW = "matmul_dw"
+
+  @property
+  def fn(self):
+    return lax.conv_general_dilated if self == ConvImpl.XLA else conv_lib.conv_general_dilated
+
+
+def default_conv_impl(platform: str | None = None) -> ConvImpl:
+  """MATMUL_DW on CPU, XLA elsewhere (cuDNN/TPU weight gradients are fast)."""
+  return ConvImpl.MATMUL_DW if (platform or jax.default_backend()) == "cpu" else ConvImpl.XLA
+
+
 def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
   """BatchNorm that uses the batch's statistics when ``train`` (as a client does)."""
   return nn.BatchNorm(
@@ -54,4 +77,9 @@ def uniform_init(scale: float):
 #: PyTorch's default Conv/Linear init (kaiming uniform, a=sqrt(5)) is uniform with
 #: bound 1/sqrt(fan_in), which flax expresses as variance_scaling(1/3, fan_in, uniform).
 torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-torch_conv = functools.partial(nn.Conv, kernel_init=torch_default_kernel_init)
+
+
+def torch_conv(*args, impl: ConvImpl, **kwargs) -> nn.Conv:
+  """nn.Conv with PyTorch's default init and the chosen convolution implementation."""
+  return nn.Conv(*args, kernel_init=torch_default_kernel_init,
+                 conv_general_dilated=impl.fn, **kwargs)

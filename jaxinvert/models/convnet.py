@@ -12,7 +12,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from jaxinvert.models.common import Activation, batch_norm, torch_conv, torch_default_kernel_init
+from jaxinvert.models.common import (Activation, ConvImpl, batch_norm, torch_conv,
+                                     torch_default_kernel_init)
 from jaxinvert.types import CLASSIFIER
 
 _WIDTH_MULTIPLIERS = (1, 2, 2, 4, 4, 4, "pool", 4, 4, "pool")
@@ -27,6 +28,7 @@ class ConvNet(nn.Module):
     activation: nonlinearity (ReLU in the paper).
     use_batchnorm: BatchNorm after each convolution (True in the paper).
     hidden: units of an extra dense + activation layer before the classifier; 0 = none.
+    conv_impl: how convolutions are differentiated (`ConvImpl`).
   """
 
   num_classes: int
@@ -34,6 +36,7 @@ class ConvNet(nn.Module):
   activation: Activation = Activation.RELU
   use_batchnorm: bool = True
   hidden: int = 0
+  conv_impl: ConvImpl = ConvImpl.XLA
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True, return_features: bool = False):
@@ -43,7 +46,7 @@ class ConvNet(nn.Module):
         x = nn.max_pool(x, (3, 3), strides=(3, 3))
         continue
       x = torch_conv(item * self.width, (3, 3), padding=((1, 1), (1, 1)),
-                     use_bias=True, name=f"conv{conv_index}")(x)
+                     use_bias=True, impl=self.conv_impl, name=f"conv{conv_index}")(x)
       if self.use_batchnorm:
         x = batch_norm(train, name=f"bn{conv_index}")(x)
       x = self.activation(x)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from jaxinvert.models.common import Activation, uniform_init
+from jaxinvert.models.common import Activation, ConvImpl, uniform_init
 from jaxinvert.types import CLASSIFIER
 
 
@@ -23,12 +23,14 @@ class LeNet(nn.Module):
     width: channels of each convolution (12 in DLG).
     activation: nonlinearity after each convolution (sigmoid in DLG).
     init_scale: weights and biases drawn from U(-init_scale, init_scale).
+    conv_impl: how convolutions are differentiated (`ConvImpl`).
   """
 
   num_classes: int
   width: int = 12
   activation: Activation = Activation.SIGMOID
   init_scale: float = 0.5
+  conv_impl: ConvImpl = ConvImpl.XLA
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True, return_features: bool = False):
@@ -36,7 +38,8 @@ class LeNet(nn.Module):
     init = uniform_init(self.init_scale)
     for i, stride in enumerate((2, 2, 1)):
       x = nn.Conv(self.width, (5, 5), strides=(stride, stride), padding=((2, 2), (2, 2)),
-                  kernel_init=init, bias_init=init, name=f"conv{i}")(x)
+                  kernel_init=init, bias_init=init, conv_general_dilated=self.conv_impl.fn,
+                  name=f"conv{i}")(x)
       x = self.activation(x)
     x = x.reshape((x.shape[0], -1))
     if return_features:

@@ -12,32 +12,14 @@ the measured seconds per step. Writes results.json and memory.png.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
-from absl import app, flags
 import jax
 import jax.numpy as jnp
-import ml_collections
-from ml_collections import config_flags
 import numpy as np
 
 from experiments import common
 from jaxinvert import data, models, objectives, simulators, victim, viz
-
-
-def get_default_config():
-  c = ml_collections.ConfigDict()
-  c.model = "lenet"
-  c.width = 0
-  c.image_size = 32
-  c.batch_size = 8
-  c.local_batch_size = 2
-  c.epochs = "1,2,4,8"
-  c.local_lr = 0.1
-  c.repeats = 3
-  c.seed = 0
-  return c
 
 
 def measure(config) -> dict:
@@ -74,11 +56,8 @@ def measure(config) -> dict:
   return {"config": config, "rows": rows, "backend": jax.default_backend()}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  workdir = flags.FLAGS.workdir or "workdirs/bench_fedavg_memory"
-  results = measure(flags.FLAGS.config)
+def run(config, workdir: str) -> dict:
+  results = measure(config)
   rows = results["rows"]
   files = [common.write_results(workdir, results), os.path.join(workdir, "memory.png")]
   viz.curves(files[1], {
@@ -87,9 +66,9 @@ def main(argv):
       for r in (False, True)}, xlabel="local SGD steps unrolled",
              ylabel="compiled temporary memory (MiB)", markers=True)
   common.announce(workdir, files)
+  return results
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("workdir", None, "Where results.json and memory.png go.")
-  config_flags.DEFINE_config_dict("config", get_default_config())
-  sys.exit(app.run(main))
+  common.script_main(run, default_config="bench_fedavg_memory.py",
+                     description="Benchmark config.")

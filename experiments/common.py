@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
+
+from absl import app, flags
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from ml_collections import config_flags
 
 from jaxinvert import checkpoint, data, models, victim
 from jaxinvert.types import Model
@@ -43,6 +47,8 @@ def validate_victim_and_data(config: ml_collections.ConfigDict) -> data.LabelDis
   if config.activation and config.activation not in [a.value for a in models.Activation]:
     fail("activation", f"{config.activation!r} is not one of "
          f"{[a.value for a in models.Activation]}")
+  if config.get("conv_impl") and config.conv_impl not in [c.value for c in models.ConvImpl]:
+    fail("conv_impl", f"{config.conv_impl!r} is not one of {[c.value for c in models.ConvImpl]}")
   if config.model == "convnet" and config.image_size != 32:
     fail("image_size", f"the ConvNet is defined for 32x32 images, got {config.image_size}")
   if config.dataset == "photos" and config.num_classes > len(data.PHOTO_CLASSES):
@@ -85,7 +91,8 @@ def build_model(config) -> Model:
   return models.get_model(config.model, num_classes=num_classes(config),
                           image_size=config.image_size, width=config.width or None,
                           activation=config.activation or None, batchnorm=config.batchnorm,
-                          hidden=config.hidden)
+                          hidden=config.hidden,
+                          conv_impl=config.get("conv_impl") or None)
 
 
 def build_victim(config, key: jax.Array) -> tuple[Model, dict]:
@@ -209,3 +216,27 @@ def apply_cell(config, cell: dict):
   for k, v in cell.items():
     merged[k] = v
   return merged
+
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "configs")
+
+
+def script_main(run_fn: Callable[[Any, str], Any], *, default_config: str,
+                description: str) -> None:
+  """The command line of every script: ``--workdir`` and ``--config`` (a get_config()
+  file under experiments/configs/ by default, fields overridable as --config.x=...).
+
+  Flags are defined here, only when a module runs as a script, so the scripts can
+  import each other.
+  """
+  flags.DEFINE_string("workdir", None, "Where results.json and figures go.")
+  config_flags.DEFINE_config_file("config", os.path.join(CONFIGS, default_config), description)
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS.workdir:
+      raise app.UsageError("--workdir is required")
+    run_fn(flags.FLAGS.config, flags.FLAGS.workdir)
+
+  sys.exit(app.run(main))

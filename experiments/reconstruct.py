@@ -12,12 +12,9 @@ per-image PSNR after Hungarian matching, chosen restart and hypothesis, loss cur
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags
 import jax
 import jax.numpy as jnp
-from ml_collections import config_flags
 import numpy as np
 
 from experiments import common
@@ -26,7 +23,6 @@ from jaxinvert import labels as labels_lib
 from jaxinvert import metrics, parallel, priors, runner, simulators, victim, viz
 from jaxinvert.objectives import Distance
 
-_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
 def validate(config) -> None:
@@ -177,21 +173,7 @@ def run(config, workdir: str) -> dict:
   return results
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS.workdir:
-    raise app.UsageError("--workdir is required")
-  run(flags.FLAGS.config, flags.FLAGS.workdir)
-
-
-def define_flags() -> None:
-  """Flags exist only when run as a script, so modules can import each other."""
-  flags.DEFINE_string("workdir", None, "Where results.json and figures go.")
-  config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "lenet_b1.py"),
-                                  "Reconstruction config (a get_config() file).")
-
 
 if __name__ == "__main__":
-  define_flags()
-  sys.exit(app.run(main))
+  common.script_main(run, default_config="lenet_b1.py",
+                     description="Reconstruction config (a get_config() file).")

@@ -14,20 +14,16 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 import time
 
-from absl import app, flags
 import jax
 import jax.numpy as jnp
-from ml_collections import config_flags
 import numpy as np
 import tqdm
 
 from experiments import common, train_victim
 from jaxinvert import labels, metrics, models, victim, viz
 
-_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 _DOMAINS = {models.Activation.RELU: labels.FeatureDomain.NONNEGATIVE,
             models.Activation.SOFTPLUS: labels.FeatureDomain.NONNEGATIVE,
@@ -185,21 +181,7 @@ def print_table(summary, results, methods) -> None:
   print("(exact count-vector rate / label accuracy)", flush=True)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS.workdir:
-    raise app.UsageError("--workdir is required")
-  run(flags.FLAGS.config, flags.FLAGS.workdir)
-
-
-def define_flags() -> None:
-  """Flags exist only when run as a script, so modules can import each other."""
-  flags.DEFINE_string("workdir", None, "Where results.json and figures go.")
-  config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "labels.py"),
-                                  "Label benchmark config.")
-
 
 if __name__ == "__main__":
-  define_flags()
-  sys.exit(app.run(main))
+  common.script_main(run, default_config="labels.py",
+                     description="Label benchmark config.")

@@ -14,16 +14,12 @@ results.json and figures). This writes ``workdir/results.json`` with one row per
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags
-from ml_collections import config_flags
 import numpy as np
 
 from experiments import common, reconstruct
 from jaxinvert import viz
 
-_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 
 def cell_name(cell: dict) -> str:
@@ -68,20 +64,7 @@ def run(config, workdir: str) -> dict:
   return results
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS.workdir:
-    raise app.UsageError("--workdir is required")
-  run(flags.FLAGS.config, flags.FLAGS.workdir)
-
-
-def define_flags() -> None:
-  flags.DEFINE_string("workdir", None, "Where results.json and figures go.")
-  config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "ablation_lenet_b4.py"),
-                                  "A reconstruction config with cells (and sweep_x).")
-
 
 if __name__ == "__main__":
-  define_flags()
-  sys.exit(app.run(main))
+  common.script_main(run, default_config="ablation_lenet_b4.py",
+                     description="A reconstruction config with cells (and sweep_x).")

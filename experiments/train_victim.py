@@ -13,12 +13,9 @@ the attack scripts draw indices from the whole 31-bit range (almost never the po
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags
 import jax
 import jax.numpy as jnp
-from ml_collections import config_flags
 import numpy as np
 import optax
 import tqdm
@@ -26,7 +23,6 @@ import tqdm
 from experiments import common
 from jaxinvert import checkpoint, data, victim, viz
 
-_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
 _EVAL_OFFSET = 1_000_000_000  # photos sample indices of the held-out set
 
@@ -130,12 +126,8 @@ def train(config, *, workdir: str | None = None, save_at: list[int] | None = Non
   return model, saved, {"saved": history, "train_loss": curve}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS.workdir:
-    raise app.UsageError("--workdir is required")
-  config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+def run(config, workdir: str) -> None:
+  """Trains, saves the checkpoints, and writes results.json and the training curve."""
   with common.Timer() as timer:
     _, _, history = train(config, workdir=workdir, progress=config.progress)
   for record in history["saved"]:
@@ -152,13 +144,6 @@ def main(argv):
   common.announce(workdir, files)
 
 
-def define_flags() -> None:
-  """Flags exist only when run as a script, so modules can import each other."""
-  flags.DEFINE_string("workdir", None, "Where results.json and figures go.")
-  config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, "train_victim.py"),
-                                  "Training config.")
-
 
 if __name__ == "__main__":
-  define_flags()
-  sys.exit(app.run(main))
+  common.script_main(run, default_config="train_victim.py", description="Training config.")

@@ -6,7 +6,8 @@ together by an execution `Strategy`:
 
 * ``VMAP``: one jitted `jax.vmap` of the step over all P; the fast choice on GPU/TPU.
 * ``MAP``: one jitted `jax.lax.map` (a loop inside XLA), low memory.
-* ``HOST_LOOP``: a Python loop of one jitted single-restart step per restart. On
+* ``HOST_LOOP``: a Python loop of one jitted single-restart step (or ``steps_per_call``
+  steps in a `lax.scan`) per restart. On
   XLA:CPU the fastest per restart-step (see `experiments/bench_restarts.py`), so it
   is the CPU default.
 * ``SHARDED``: the vmapped step with the P axis split over a device `Mesh`
@@ -115,8 +116,14 @@ def _unstack(tree, num):
   return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(num)]
 
 
-class _Stepper:
-  """Advances the stacked states by n steps under one strategy."""
+class Stepper:
+  """Advances the stacked states of `init_states` by n steps under one strategy.
+
+  Built once per attack (it holds the jitted programs), used by `run` and by
+  `experiments/bench_restarts.py` to time steps apart from compilation:
+  ``work = stepper.prepare(states)``, ``work, objective = stepper.advance(work, n)``,
+  ``states = stepper.collect(work)``.
+  """
 
   def __init__(self, attack: Attack, strategy: Strategy, restarts: int, num: int,
                steps_per_call: int, mesh):
@@ -134,6 +141,8 @@ class _Stepper:
 
     if strategy == Strategy.HOST_LOOP:
       self._single = jax.jit(attack.step)
+      self._single_many = jax.jit(lambda s: jax.lax.scan(lambda c, _: attack.step(c), s, None,
+                                                         length=steps_per_call))
       self._anchor = jax.jit(lambda s: _with_anchor(attack, s, restarts))
     elif strategy == Strategy.SHARDED:
       sharding = parallel.copies_sharding(mesh)
@@ -154,13 +163,18 @@ class _Stepper:
     """n steps; returns (states, [n, P] objective as a device array)."""
     rows = []
     if self.strategy == Strategy.HOST_LOOP:
-      for _ in range(n):
-        if self.attack.needs_anchor:
+      done = 0
+      while done < n:
+        if self.attack.needs_anchor:  # the anchor couples the restarts at every step
           states = _unstack(self._anchor(_stack(states)), self.num)
-        outs = [self._single(s) for s in states]
+        fuse = (self.steps_per_call > 1 and not self.attack.needs_anchor
+                and n - done >= self.steps_per_call)
+        outs = [(self._single_many if fuse else self._single)(s) for s in states]
         states = [o[0] for o in outs]
-        rows.append(jnp.stack([o[1]["objective"] for o in outs]))
-      return states, jnp.stack(rows)
+        objective = jnp.stack([o[1]["objective"] for o in outs], axis=-1)
+        rows.append(objective if fuse else objective[None])
+        done += self.steps_per_call if fuse else 1
+      return states, jnp.concatenate(rows)
     done = 0
     while done < n:
       if self.steps_per_call > 1 and n - done >= self.steps_per_call:
@@ -201,7 +215,7 @@ def run(
     restarts: R random initialisations per hypothesis.
     iterations: optimisation steps.
     strategy: execution `Strategy`; None = `default_strategy()`.
-    steps_per_call: steps fused into one jitted `lax.scan` (VMAP/MAP/SHARDED); None =
+    steps_per_call: steps fused into one jitted `lax.scan`; None =
       1 on CPU (loops inside XLA:CPU are slower) and 25 elsewhere.
     log_every: steps between host syncs (progress, checkpoint, convergence).
     checkpoint_dir: if set, resume from the latest checkpoint there and save to it.
@@ -245,7 +259,7 @@ def run(
       step, states, curve = restored
       if strategy == Strategy.SHARDED:
         states = jax.device_put(states, parallel.copies_sharding(mesh))
-  stepper = _Stepper(attack, strategy, restarts, num, steps_per_call, mesh)
+  stepper = Stepper(attack, strategy, restarts, num, steps_per_call, mesh)
   work = stepper.prepare(states)
   curves = [curve]
   best, stale = np.inf, 0

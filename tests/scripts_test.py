@@ -1,0 +1,89 @@
+"""Every experiment script runs on a tiny config and writes what it promises."""
+
+import json
+
+import pytest
+
+from experiments import (bench_fedavg_memory, bench_restarts, bench_speed, restore_labels,
+                         sweep, train_victim)
+from experiments.configs import (bench_fedavg_memory as memory_config, bench_restarts as
+                                 restarts_config, bench_speed as speed_config, labels as
+                                 labels_config, lenet_b4, train_victim as train_config)
+
+
+def _read(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def test_restore_labels_writes_every_method(tmp_path):
+  c = labels_config.get_config()
+  c.model, c.width, c.batch_size, c.label_dist, c.trials = "lenet", 0, 3, "single:2", 2
+  c.methods, c.progress = "geng,geng_bias,cluster", False
+  c.image_size = 32
+  restore_labels.run(c, str(tmp_path))
+  out = _read(tmp_path / "results.json")
+  assert out["default"] in ("geng", "geng_bias", "idlg", "gradinversion", "llg_plus", "ilrg",
+                            "cluster")
+  for m in ("geng", "geng_bias", "cluster"):
+    assert 0.0 <= out["methods"][m]["label_accuracy"] <= 1.0
+    assert len(out["methods"][m]["per_trial"]) == 2
+    assert all(sum(t["counts"]) == 3 for t in out["methods"][m]["per_trial"])
+  assert (tmp_path / "labels.png").exists()
+
+
+def test_sweep_writes_table_and_figure(tmp_path):
+  c = lenet_b4.get_config()
+  c.batch_size, c.label_dist, c.label_source, c.restarts = 1, "unique", "true", 1
+  c.width, c.image_size, c.optimizer = 3, 8, "adam"
+  c.iterations, c.log_every, c.progress = 4, 2, False
+  c.cells, c.sweep_x, c.sweep_series = "tv=0.0;tv=0.1", "tv", ""
+  sweep.run(c, str(tmp_path))
+  out = _read(tmp_path / "results.json")
+  assert [r["cell"]["tv"] for r in out["rows"]] == [0.0, 0.1]
+  assert (tmp_path / "sweep.png").exists()
+
+
+def test_train_victim_saves_checkpoints(tmp_path):
+  c = train_config.get_config()
+  c.model, c.width, c.train_steps, c.save_steps = "lenet", 0, 3, "0,3"
+  c.train_batch_size, c.train_pool, c.eval_pool, c.progress = 4, 2, 1, False
+  c.num_classes = 4
+  train_victim.run(c, str(tmp_path))
+  out = _read(tmp_path / "results.json")
+  assert [r["step"] for r in out["checkpoints"]] == [0, 3]
+  assert len(out["train_loss"]) == 3
+  assert (tmp_path / "training_curve.png").exists()
+
+
+def test_bench_restarts_reports_ratio(tmp_path):
+  c = restarts_config.get_config()
+  c.model, c.width, c.batch_size, c.restarts = "lenet", 2, 2, 2
+  c.iterations, c.warmup, c.conv_impls, c.variants = 1, 1, "xla", "host_loop,vmap"
+  out = bench_restarts.run(c, str(tmp_path))
+  assert {r["strategy"] for r in out["variants"]} == {"host_loop", "vmap"}
+  assert all(r["seconds_per_restart_step"] > 0 for r in out["variants"])
+  assert out["default_strategy"] == "host_loop"  # CPU
+  saved = _read(tmp_path / "results.json")
+  assert saved["host_loop_xla_seconds_per_restart_step"] > 0
+
+
+def test_bench_speed_reports_roofline(tmp_path):
+  c = speed_config.get_config()
+  c.model, c.width, c.cases = "lenet", 2, "tiny_b1:batch_size=1"
+  c.timed_steps, c.matmul_size = 1, 256
+  out = bench_speed.run(c, str(tmp_path))
+  row = out["cases"]["tiny_b1"]
+  assert row["flops_per_step"] > 0 and row["its_per_s"] > 0
+  assert out["roofline_fraction_tiny_b1"] == pytest.approx(
+      row["flops_per_step"] * row["its_per_s"] / out["matmul_flops_per_s"])
+  assert out["reference_its_per_s"] is None and "not measured" in out["reference"]
+
+
+def test_bench_fedavg_memory_remat_saves_memory(tmp_path):
+  c = memory_config.get_config()
+  c.batch_size, c.local_batch_size, c.epochs, c.repeats = 4, 1, "2", 1
+  out = bench_fedavg_memory.run(c, str(tmp_path))
+  by_remat = {r["remat"]: r for r in out["rows"]}
+  assert by_remat[True]["temp_bytes"] <= by_remat[False]["temp_bytes"]
+  assert (tmp_path / "memory.png").exists()

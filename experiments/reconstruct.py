@@ -116,7 +116,10 @@ def run(config, workdir: str) -> dict:
   """Runs one reconstruction experiment and writes its outputs to ``workdir``."""
   validate(config)
   if config.distributed:
-    parallel.initialize_distributed()
+    parallel.initialize_distributed(
+        coordinator_address=config.coordinator_address or None,
+        num_processes=config.num_processes or None,
+        process_id=config.process_id if config.process_id >= 0 else None)
   os.makedirs(workdir, exist_ok=True)
   key = jax.random.key(config.seed)
   model_key, data_key, client_key, label_key, attack_key = jax.random.split(key, 5)

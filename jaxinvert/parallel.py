@@ -27,6 +27,11 @@ def copies_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(AXIS))
 
 
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Every device (of every host) holds the whole array: what the host reads back."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
 def check_divisible(num_copies: int, mesh: Mesh) -> None:
   """The copies must split evenly: raise a clear error otherwise."""
   devices = mesh.devices.size

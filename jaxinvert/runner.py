@@ -145,10 +145,11 @@ class Stepper:
                                                          length=steps_per_call))
       self._anchor = jax.jit(lambda s: _with_anchor(attack, s, restarts))
     elif strategy == Strategy.SHARDED:
-      sharding = parallel.copies_sharding(mesh)
-      self._one = jax.jit(batched, in_shardings=sharding, out_shardings=(sharding, sharding))
-      self._many = jax.jit(scanned, in_shardings=sharding,
-                           out_shardings=(sharding, sharding))
+      # States stay split over the devices; the objectives the host reads every chunk are
+      # replicated, so every host of a multi-host run can read them.
+      sharding, whole = parallel.copies_sharding(mesh), parallel.replicated(mesh)
+      self._one = jax.jit(batched, in_shardings=sharding, out_shardings=(sharding, whole))
+      self._many = jax.jit(scanned, in_shardings=sharding, out_shardings=(sharding, whole))
     else:
       self._one = jax.jit(batched)
       self._many = jax.jit(scanned)
@@ -287,9 +288,11 @@ def run(
   states = stepper.collect(work)
   if saver is not None:
     saver.close()
-  losses = np.asarray(jax.jit(jax.vmap(attack.evaluate))(states), np.float64)
+  readback = ({"out_shardings": parallel.replicated(mesh)} if strategy == Strategy.SHARDED
+              else {})
+  losses = np.asarray(jax.jit(jax.vmap(attack.evaluate), **readback)(states), np.float64)
   losses = np.where(np.isfinite(losses), losses, np.inf).reshape(num_hyp, restarts)
-  all_images = np.asarray(jax.jit(jax.vmap(attack.images))(states))
+  all_images = np.asarray(jax.jit(jax.vmap(attack.images), **readback)(states))
   all_images = all_images.reshape(num_hyp, restarts, *all_images.shape[1:])
   best_index = int(np.argmin(losses)) if np.isfinite(losses).any() else 0
   h, r = divmod(best_index, restarts)

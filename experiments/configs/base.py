@@ -62,6 +62,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.tol = 1e-4
   c.progress = True
   c.distributed = False        # call jax.distributed.initialize (multi-host)
+  c.coordinator_address = ""   # multi-host without auto-detection (TPU, Slurm, MPI detect it)
+  c.num_processes = 0          # 0 = auto-detect
+  c.process_id = -1            # -1 = auto-detect
   # Sweeps (experiments/sweep.py).
   c.cells = ""                 # ';'-separated cells of 'field=value,field=value'
   c.sweep_x = ""               # x-axis field of the sweep plot ('' = bars per cell)

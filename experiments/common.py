@@ -92,7 +92,8 @@ def build_model(config) -> Model:
                           image_size=config.image_size, width=config.width or None,
                           activation=config.activation or None, batchnorm=config.batchnorm,
                           hidden=config.hidden,
-                          conv_impl=config.get("conv_impl") or None)
+                          conv_impl=config.get("conv_impl") or models.default_conv_impl(
+                              unrolled=config.get("setting") == "fedavg"))
 
 
 def build_victim(config, key: jax.Array) -> tuple[Model, dict]:

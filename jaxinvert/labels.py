@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -377,6 +377,7 @@ class Method(enum.Enum):
   LLG_PLUS = "llg_plus"
   ILRG = "ilrg"
   CLUSTER = "cluster"              # ours: iLRG's cluster model fitted self-consistently
+  SELECT = "select"                # ours: of geng_bias / ilrg / cluster, the most integral
 
 
 DEFAULT_METHOD = Method.GENG_BIAS
@@ -423,7 +424,36 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
   if method == Method.CLUSTER:
     return cluster(update, variables=variables, num_images=num_images,
                    feature_domain=feature_domain)
+  if method == Method.SELECT:
+    return select([restore(key, method=m, update=update, features_fn=features_fn,
+                           variables=variables, num_images=num_images,
+                           image_shape=image_shape, num_dummies=num_dummies,
+                           dummy_dist=dummy_dist, feature_domain=feature_domain)
+                   for m in SELECT_FROM], num_images)
   raise ValueError(f"unknown label method {method!r}")
+
+
+SELECT_FROM = (Method.GENG_BIAS, Method.ILRG, Method.CLUSTER)
+
+
+def integrality_residual(scores: jax.Array, num_images: int) -> jax.Array:
+  """``sum_n |scores_n - counts_n|`` with counts = `round_counts`: how far an estimate is
+  from the integer count vector it rounds to. Exact counts make it zero; an estimator
+  whose model of the batch is wrong scatters its scores between integers."""
+  return jnp.sum(jnp.abs(scores - round_counts(scores, num_images)))
+
+
+def select(estimates: Sequence[LabelEstimate], num_images: int) -> LabelEstimate:
+  """The estimate whose scores sit closest to integers (`integrality_residual`).
+
+  The server cannot see which estimator suits the victim; the residual is computed from
+  the update alone, so the choice is zero-shot.
+  """
+  residuals = jnp.stack([integrality_residual(e.scores, num_images) for e in estimates])
+  best = jnp.argmin(residuals)
+  scores = jnp.stack([e.scores for e in estimates])[best]
+  counts = jnp.stack([e.counts for e in estimates])[best]
+  return LabelEstimate(scores, counts)
 
 
 def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Variables,

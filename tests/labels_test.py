@@ -84,7 +84,7 @@ def _lenet():
 
 
 @pytest.mark.parametrize("method", [labels.Method.CLUSTER, labels.Method.ILRG,
-                                    labels.Method.GENG_BIAS])
+                                    labels.Method.GENG_BIAS, labels.Method.SELECT])
 def test_fedsgd_recovers_multiset_with_duplicates(method):
   model, variables = _lenet()
   x, y = _batch([1, 1, 1, 4, 7], seed=2, shape=model.image_shape)
@@ -94,6 +94,16 @@ def test_fedsgd_recovers_multiset_with_duplicates(method):
                             image_shape=model.image_shape, num_dummies=256,
                             feature_domain=labels.FeatureDomain.UNIT)
   np.testing.assert_array_equal(estimate.counts, _true_counts(y, 10))
+
+
+def test_select_picks_the_most_integral_estimate():
+  near = labels.LabelEstimate(jnp.array([1.96, 0.03, 1.01]), jnp.array([2, 0, 1]))
+  far = labels.LabelEstimate(jnp.array([1.4, 0.9, 0.7]), jnp.array([1, 1, 1]))
+  assert float(labels.integrality_residual(near.scores, 3)) == pytest.approx(0.08, abs=1e-5)
+  for order in ([near, far], [far, near]):
+    chosen = labels.select(order, 3)
+    np.testing.assert_array_equal(chosen.counts, [2, 0, 1])
+    np.testing.assert_allclose(chosen.scores, near.scores)
 
 
 def test_fedavg_recovers_multiset_with_duplicates():

@@ -7,14 +7,21 @@ as `experiments.reconstruct` does, compiles one restart's step, and reports:
 ``jaxinvert_its_per_s`` (steady-state restart-iterations per second),
 ``flops_per_step`` (XLA's compiled cost analysis), ``matmul_flops_per_s`` (a large f32
 matmul timed in the same run) and ``roofline_fraction_<case>`` = FLOPs per step x its/s
-over the matmul FLOP/s. The PyTorch reference of issue 6 (breaching 0.1.2) is not part
-of this script's measurements: ``reference_its_per_s`` is null and ``reference`` says
-why, so no ratio is claimed that was not measured.
+over the matmul FLOP/s.
+
+With ``--config.reference_python=PATH`` (a Python with PyTorch, see
+``requirements-bench.txt``) it also runs `experiments/torch_reference.py`, a plain-PyTorch
+version of the same step on the same images, in the same run, and reports
+``reference_its_per_s_<case>`` and ``ratio_its_<case>`` (jaxinvert over reference). The
+reference is plain PyTorch, not breaching 0.1.2 (see README, Speed): ``reference`` says so.
+Without that flag the reference keys are null and no ratio is claimed.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
 
 import jax
@@ -81,14 +88,36 @@ def measure_case(config) -> dict:
   return row
 
 
+def measure_reference(config, workdir: str, name: str) -> dict:
+  """Runs `experiments/torch_reference.py` on this case's images with the PyTorch Python."""
+  images, labels = common.client_batch(config, jax.random.split(jax.random.key(config.seed), 4)[1])
+  folder = os.path.join(workdir, "reference")
+  os.makedirs(folder, exist_ok=True)
+  case, out = os.path.join(folder, f"{name}.npz"), os.path.join(folder, f"{name}.json")
+  np.savez(case, images=np.asarray(images, np.float32), labels=np.asarray(labels),
+           model=config.model, width=config.width, num_classes=common.num_classes(config),
+           setting=config.setting, local_epochs=config.local_epochs,
+           local_batch_size=common.local_batch_size(config), local_lr=config.local_lr,
+           tv=config.tv, lr=config.lr, warmup=config.warmup, timed_steps=config.timed_steps)
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
+  proc = subprocess.run([config.reference_python, script, "--case", case, "--out", out],
+                        capture_output=True, text=True, check=False)
+  if proc.returncode != 0:
+    raise RuntimeError(f"torch reference failed for case {name} ({config.reference_python}):\n"
+                       f"{proc.stderr[-3000:]}")
+  with open(out) as f:
+    return json.load(f)
+
+
 def run(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   peak = matmul_flops_per_s(config.matmul_size)
   print(f"  matmul {config.matmul_size}^3 f32: {peak / 1e9:.1f} GFLOP/s", flush=True)
   results = {"matmul_flops_per_s": peak, "backend": jax.default_backend(),
-             "reference": "not measured by this script: breaching 0.1.2 / PyTorch is not "
-                          "installed in requirements.txt (see README, Speed)",
-             "reference_its_per_s": None, "cases": {}, "config": config}
+             "reference": ("plain PyTorch (experiments/torch_reference.py), not breaching"
+                           if config.reference_python else
+                           "not measured: no --config.reference_python given"),
+             "cases": {}, "config": config}
   for name, overrides in tqdm.tqdm(parse_cases(config.cases), desc="cases"):
     spec = config.copy_and_resolve_references()
     with spec.unlocked():
@@ -103,6 +132,15 @@ def run(config, workdir: str) -> dict:
           f"{row['flops_per_step'] / 1e9:7.2f} GFLOP/step  "
           f"{row['flops_per_step'] * row['its_per_s'] / 1e9:6.1f} GFLOP/s  "
           f"roofline {row['roofline_fraction']:.2f}", flush=True)
+    results[f"reference_its_per_s_{name}"] = None
+    results[f"ratio_its_{name}"] = None
+    if config.reference_python:
+      ref = measure_reference(cfg, workdir, name)
+      row["reference"] = ref
+      results[f"reference_its_per_s_{name}"] = ref["its_per_s"]
+      results[f"ratio_its_{name}"] = row["its_per_s"] / ref["its_per_s"]
+      print(f"  {name:22s} reference {ref['seconds_per_step'] * 1e3:9.1f} ms/step  "
+            f"jaxinvert/reference {row['its_per_s'] / ref['its_per_s']:.2f}x", flush=True)
   path = common.write_results(workdir, results)
   common.announce(workdir, [path])
   return results

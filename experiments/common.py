@@ -41,7 +41,7 @@ def validate_victim_and_data(config: ml_collections.ConfigDict) -> data.LabelDis
   for field in ("image_size", "batch_size"):
     if config[field] <= 0:
       fail(field, f"must be positive, got {config[field]}")
-  for field in ("width", "num_classes", "hidden"):
+  for field in ("width", "num_classes", "hidden", "scan_unroll"):
     if config[field] < 0:
       fail(field, f"must be >= 0, got {config[field]}")
   if config.activation and config.activation not in [a.value for a in models.Activation]:
@@ -83,6 +83,14 @@ def num_classes(config) -> int:
   return data.TFDS_DATASETS[config.dataset][0]
 
 
+def scan_unroll(config) -> int | bool:
+  """Local steps per scan iteration: config.scan_unroll, or 0 = all of them on CPU
+  (XLA:CPU convolutions inside loops are slow, see `victim.fedavg_update`), 1 elsewhere."""
+  if config.get("scan_unroll", 0) > 0:
+    return int(config.scan_unroll)
+  return True if jax.default_backend() == "cpu" else 1
+
+
 def local_batch_size(config) -> int:
   return config.local_batch_size or config.batch_size
 
@@ -92,8 +100,7 @@ def build_model(config) -> Model:
                           image_size=config.image_size, width=config.width or None,
                           activation=config.activation or None, batchnorm=config.batchnorm,
                           hidden=config.hidden,
-                          conv_impl=config.get("conv_impl") or models.default_conv_impl(
-                              unrolled=config.get("setting") == "fedavg"))
+                          conv_impl=config.get("conv_impl") or None)
 
 
 def build_victim(config, key: jax.Array) -> tuple[Model, dict]:

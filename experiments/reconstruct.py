@@ -95,7 +95,7 @@ def build_attack(config, model, variables, update, order, batch_size):
           model.apply, variables, local_epochs=config.local_epochs,
           local_batch_size=common.local_batch_size(config), local_lr=config.local_lr,
           order=assumption, known_order=order, order_samples=config.fedavg_order_samples,
-          remat=config.remat)
+          remat=config.remat, unroll=common.scan_unroll(config))
       target = delta
       random_sim = assumption != simulators.OrderAssumption.KNOWN
   prior_terms = [priors.total_variation(config.tv, kind=priors.TV(config.tv_kind)),

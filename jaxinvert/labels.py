@@ -425,11 +425,12 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
     return cluster(update, variables=variables, num_images=num_images,
                    feature_domain=feature_domain)
   if method == Method.SELECT:
-    return select([restore(key, method=m, update=update, features_fn=features_fn,
+    keys = jax.random.split(key, len(SELECT_FROM))
+    return select([restore(k, method=m, update=update, features_fn=features_fn,
                            variables=variables, num_images=num_images,
                            image_shape=image_shape, num_dummies=num_dummies,
                            dummy_dist=dummy_dist, feature_domain=feature_domain)
-                   for m in SELECT_FROM], num_images)
+                   for k, m in zip(keys, SELECT_FROM)], num_images)
   raise ValueError(f"unknown label method {method!r}")
 
 

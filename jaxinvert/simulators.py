@@ -53,7 +53,7 @@ def fedavg_unroll(apply_fn: ApplyFn, variables: Variables, *, local_epochs: int,
                   local_batch_size: int, local_lr: float,
                   order: OrderAssumption = OrderAssumption.KNOWN,
                   known_order: jax.Array | None = None, order_samples: int = 2,
-                  remat: bool = False) -> Simulate:
+                  remat: bool = False, unroll: int | bool = 1) -> Simulate:
   """``simulate`` for FedAvg by unrolling the client's local training.
 
   Args:
@@ -64,6 +64,7 @@ def fedavg_unroll(apply_fn: ApplyFn, variables: Variables, *, local_epochs: int,
       the batch in its given order.
     order_samples: orders averaged with ``OrderAssumption.AVERAGE``.
     remat: `jax.checkpoint` each local step (memory for long unrolls).
+    unroll: local steps per `lax.scan` iteration (`jaxinvert.victim.fedavg_update`).
 
   Returns:
     ``simulate(key, images, labels) -> params delta`` (theta_T - theta_0).
@@ -74,7 +75,7 @@ def fedavg_unroll(apply_fn: ApplyFn, variables: Variables, *, local_epochs: int,
   def one(images, labels, key=None, fixed=None):
     new = victim.fedavg_update(apply_fn, variables, images, labels, local_epochs=local_epochs,
                                local_batch_size=local_batch_size, local_lr=local_lr, key=key,
-                               order=fixed, remat=remat)
+                               order=fixed, remat=remat, unroll=unroll)
     return victim.weight_delta(variables, new)
 
   def simulate(key, images, labels):

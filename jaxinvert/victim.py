@@ -144,6 +144,7 @@ def fedavg_update(
     key: jax.Array | None = None,
     order: jax.Array | None = None,
     remat: bool = False,
+    unroll: int | bool = 1,
 ) -> dict[str, PyTree]:
   """The weights a FedAvg client shares after local training.
 
@@ -163,6 +164,13 @@ def fedavg_update(
     order: explicit example order, ``[local_epochs, B]`` (exclusive with ``key``).
     remat: recompute each local step's activations in the backward pass
       (`jax.checkpoint`), trading compute for memory on long unrolls.
+    unroll: local steps per iteration of the `lax.scan` loop (``True`` = all, no loop
+      left). Same values; a matter of speed and compile time. On XLA:CPU (jax 0.10.2)
+      convolutions inside the loop ran far below their speed outside it: ConvNet width
+      64, B=4, 4 local steps, gradient of a matching loss with respect to the images:
+      20.1 s per step with the loop against 0.96 s fully unrolled (matmul weight
+      gradients; 2.6 s with XLA's own convolutions). Pass ``True`` on CPU for short
+      unrolls; keep 1 on accelerators and for long unrolls (compile time grows with it).
 
   Returns:
     The client's variables after training: ``params`` and, with BatchNorm, the
@@ -197,7 +205,7 @@ def fedavg_update(
 
   if remat:
     sgd_step = jax.checkpoint(sgd_step)
-  final, _ = jax.lax.scan(sgd_step, dict(variables), batches)
+  final, _ = jax.lax.scan(sgd_step, dict(variables), batches, unroll=unroll)
   return final
 
 

@@ -36,8 +36,9 @@ def test_run_writes_results_and_figures(tmp_path):
 
 
 def test_same_seed_same_numbers(tmp_path):
-  a = reconstruct.run(_config(iterations=20), str(tmp_path / "a"))
-  b = reconstruct.run(_config(iterations=20), str(tmp_path / "b"))
+  small = dict(iterations=20, width=3, image_size=16)
+  a = reconstruct.run(_config(**small), str(tmp_path / "a"))
+  b = reconstruct.run(_config(**small), str(tmp_path / "b"))
   assert a["psnr"] == b["psnr"] and list(a["loss_curve"]) == list(b["loss_curve"])
 
 
@@ -60,7 +61,8 @@ def test_nonsense_config_rejected_before_work(tmp_path, field, value, match):
 def test_command_line(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "experiments.reconstruct", f"--workdir={tmp_path}",
-       "--config.iterations=10", "--config.log_every=5", "--config.progress=False"],
+       "--config.iterations=10", "--config.log_every=5", "--config.progress=False",
+       "--config.width=3", "--config.image_size=16"],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "jaxinvert: wrote results.json" in out.stdout

@@ -113,13 +113,14 @@ def test_eager_equals_jit():
   chex.assert_trees_all_close(eager, jitted, rtol=1e-5, atol=1e-6)
 
 
-def test_remat_gives_same_values():
+@pytest.mark.parametrize("options", [dict(remat=True), dict(unroll=True), dict(unroll=2)])
+def test_remat_and_unroll_give_same_values(options):
   model, variables = _tiny()
   x, y = _batch()
   kwargs = dict(local_epochs=2, local_batch_size=2, local_lr=0.1)
-  f = lambda remat: lambda im: jnp.sum(jax.tree.leaves(victim.fedavg_update(
-      model.apply, variables, im, y, remat=remat, **kwargs)["params"])[0] ** 2)
-  chex.assert_trees_all_close(jax.jit(jax.grad(f(False)))(x), jax.jit(jax.grad(f(True)))(x),
+  f = lambda extra: lambda im: jnp.sum(jax.tree.leaves(victim.fedavg_update(
+      model.apply, variables, im, y, **kwargs, **extra)["params"])[0] ** 2)
+  chex.assert_trees_all_close(jax.jit(jax.grad(f({})))(x), jax.jit(jax.grad(f(options)))(x),
                               rtol=1e-5, atol=1e-8)
 
 

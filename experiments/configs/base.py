@@ -16,7 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.activation = ""            # '' = the paper's (sigmoid LeNet, relu others) | relu | sigmoid | softplus
   c.batchnorm = True           # ConvNet only
   c.hidden = 0                 # ConvNet only: dense units before the classifier
-  c.conv_impl = ""             # '' = models.default_conv_impl(setting) | xla | matmul_dw | matmul
+  c.conv_impl = ""             # '' = per backend (matmul_dw on CPU, xla elsewhere) | xla | matmul_dw
   c.victim_checkpoint = ""     # '' = untrained (fresh init); else a train_victim checkpoint dir
   c.victim_step = -1           # checkpoint step; -1 = latest
   # Data.
@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.fedavg_order = "known"     # known | random (fresh order per step) | average (mean over orders)
   c.fedavg_order_samples = 2   # orders averaged by fedavg_order=average
   c.remat = False              # jax.checkpoint on each simulated local step
+  c.scan_unroll = 0            # local steps per lax.scan iteration; 0 = all on CPU, 1 elsewhere
   # Labels.
   c.label_source = "restored"  # restored (from the update) | true (oracle) | given
   c.labels = ""                # label_source=given: comma-separated labels

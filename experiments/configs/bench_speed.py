@@ -33,4 +33,5 @@ def get_config():
   c.timed_steps = 3
   c.psnr_iterations = 0        # 0 = skip the quality run
   c.matmul_size = 2048
+  c.reference_python = ""      # a Python with torch (requirements-bench.txt); '' = no reference
   return c

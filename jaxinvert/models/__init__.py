@@ -34,9 +34,8 @@ def get_model(
     activation: nonlinearity; ``None`` = the paper's (sigmoid LeNet, ReLU otherwise).
     batchnorm: BatchNorm in the ConvNet (the ResNets always have it, LeNet never).
     hidden: ConvNet only: units of an extra dense layer before the classifier.
-    conv_impl: how convolutions are computed; None = `default_conv_impl()`, the
-      FedSGD choice (matmul weight gradients on CPU, XLA's convolutions elsewhere);
-      attacks through unrolled FedAvg are faster on CPU with ``ConvImpl.MATMUL``.
+    conv_impl: how convolutions are differentiated; None = `default_conv_impl()`
+      (matmul weight gradients on CPU, XLA's convolutions elsewhere).
 
   Returns:
     A `Model` whose ``apply``/``features`` are pure functions of (variables, images).

@@ -39,41 +39,28 @@ _ACTIVATIONS = {
 
 
 class ConvImpl(enum.Enum):
-  """How convolutions are computed and differentiated (same values to float rounding).
+  """How convolutions are differentiated (same values to float rounding).
 
   ``XLA``: XLA's own convolutions throughout. ``MATMUL_DW``: forward and input
-  gradient by XLA, the weight gradient as per-tap matmuls (`jaxinvert.models.conv`);
-  fastest for FedSGD attacks on XLA:CPU, whose backward-filter convolution is slow.
-  ``MATMUL``: every convolution as per-tap matmuls; fastest on XLA:CPU through an
-  unrolled FedAvg update (convolutions inside `lax.scan`).
+  gradient by XLA, the weight gradient as per-tap matmuls (`jaxinvert.models.conv`),
+  faster on XLA:CPU, whose backward-filter convolution is slow.
   """
 
   XLA = "xla"
   MATMUL_DW = "matmul_dw"
-  MATMUL = "matmul"
 
   @property
   def fn(self):
-    return {ConvImpl.XLA: lax.conv_general_dilated,
-            ConvImpl.MATMUL_DW: conv_lib.conv_general_dilated,
-            ConvImpl.MATMUL: conv_lib.matmul_conv_general_dilated}[self]
+    return lax.conv_general_dilated if self == ConvImpl.XLA else conv_lib.conv_general_dilated
 
 
-def default_conv_impl(platform: str | None = None, *, unrolled: bool = False) -> ConvImpl:
-  """The fastest implementation we measured for a backend and a threat model.
+def default_conv_impl(platform: str | None = None) -> ConvImpl:
+  """MATMUL_DW on CPU, XLA elsewhere (cuDNN/TPU weight gradients are fast).
 
   Args:
     platform: ``'cpu'``, ``'gpu'``, ``'tpu'``; None = `jax.default_backend()`.
-    unrolled: whether the attack differentiates through unrolled local training
-      (FedAvg), rather than through one gradient (FedSGD).
-
-  Returns:
-    On CPU, ``MATMUL`` for unrolled attacks and ``MATMUL_DW`` otherwise; ``XLA`` on
-    accelerators (cuDNN/TPU convolutions and their gradients are fast).
   """
-  if (platform or jax.default_backend()) != "cpu":
-    return ConvImpl.XLA
-  return ConvImpl.MATMUL if unrolled else ConvImpl.MATMUL_DW
+  return ConvImpl.MATMUL_DW if (platform or jax.default_backend()) == "cpu" else ConvImpl.XLA
 
 
 def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:

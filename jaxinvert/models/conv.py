@@ -12,12 +12,11 @@ The input gradient has its own derivative rule too: its derivative with respect 
 weights (needed when later weights depend on the images, as in unrolled FedAvg) is again
 a matmul weight gradient rather than a backward-filter convolution.
 
-`matmul_conv_general_dilated` goes further and writes the whole convolution as per-tap
-matmuls (`taps_conv`). Slower than the above for a FedSGD attack (ConvNet width 64, B=4:
-1.09 s against 0.40 s per attack step), it is 2.4x-7.5x faster through an unrolled FedAvg
-update (ConvNet width 16 / 64, B=4, 2 epochs x 2 mini-batches: 0.33 s against 0.80 s,
-2.7 s against 20.1 s), where XLA:CPU's convolutions inside the `lax.scan` of local steps
-run far below their speed outside it. Measured on this 2-core CPU with jax 0.10.2.
+Inside a loop (the `lax.scan` of FedAvg's local steps) XLA:CPU's convolutions ran far
+below their speed outside it: see `jaxinvert.victim.fedavg_update`'s ``unroll``. We also
+tried writing the whole convolution as per-tap matmuls: 2.7x slower than this module for a
+FedSGD step and 2.6x-2.8x slower than this module in an unrolled FedAvg step, so it is
+not offered.
 
 Same signature as `jax.lax.conv_general_dilated`; layouts other than NHWC/HWIO,
 dilation or grouped convolutions fall back to XLA's convolution.
@@ -142,43 +141,5 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          batch_group_count=1, precision=None, preferred_element_type=None):
   """`jax.lax.conv_general_dilated` with matmul weight gradients (NHWC/HWIO, no dilation)."""
   return _dispatch(_conv, lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                   dimension_numbers, feature_group_count, batch_group_count, precision,
-                   preferred_element_type)
-
-
-def taps_conv(x: jax.Array, w: jax.Array, strides, padding) -> jax.Array:
-  """NHWC/HWIO convolution as a sum of one ``[M, C_in] @ [C_in, C_out]`` matmul per
-  kernel tap, in plain JAX: every derivative of any order is slicing, padding and
-  matmuls, with no convolution left for XLA to lower.
-
-  Args:
-    x: ``[B, H, W, C_in]`` input.
-    w: ``[KH, KW, C_in, C_out]`` kernel.
-    strides: ``(sh, sw)``.
-    padding: ``((top, bottom), (left, right))``.
-
-  Returns:
-    ``[B, H_out, W_out, C_out]``.
-  """
-  kh, kw, _, _ = w.shape
-  (sh, sw), (pad_h, pad_w) = strides, padding
-  xp = jnp.pad(x, ((0, 0), tuple(pad_h), tuple(pad_w), (0, 0)))
-  h_out = (xp.shape[1] - kh) // sh + 1
-  w_out = (xp.shape[2] - kw) // sw + 1
-  out = None
-  for i in range(kh):
-    for j in range(kw):
-      patch = xp[:, i:i + sh * (h_out - 1) + 1:sh, j:j + sw * (w_out - 1) + 1:sw, :]
-      term = jnp.einsum("bhwc,cd->bhwd", patch, w[i, j])
-      out = term if out is None else out + term
-  return out
-
-
-def matmul_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                                rhs_dilation=None, dimension_numbers=None,
-                                feature_group_count=1, batch_group_count=1, precision=None,
-                                preferred_element_type=None):
-  """`jax.lax.conv_general_dilated` computed entirely as per-tap matmuls (`taps_conv`)."""
-  return _dispatch(taps_conv, lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                    dimension_numbers, feature_group_count, batch_group_count, precision,
                    preferred_element_type)

@@ -5,7 +5,7 @@ Command:
       --workdir=workdirs/ablation_convnet_b8
 True labels (to isolate the priors), cosine matching, signed Adam, [0, 1] box. Cells:
 no prior, TV, TV + BatchNorm statistics (GradInversion), TV + BN + 2 restarts with group
-consistency. Sized for a 2-core CPU (width 16, 300 iterations); the paper-scale budget is
+consistency. Sized for a 2-core CPU (width 16, 1000 iterations); the paper-scale budget is
 width 64, 24000 iterations, 8 restarts (--config.width=64 --config.iterations=24000
 --config.restarts=8), for an accelerator.
 """
@@ -16,7 +16,7 @@ from experiments.configs import convnet_b8
 def get_config():
   c = convnet_b8.get_config()
   c.label_source = "true"
-  c.iterations = 300
+  c.iterations = 1000
   c.log_every = 50
   c.cells = ";".join([
       "tv=0.0",

@@ -1,0 +1,27 @@
+"""Ablation of the image priors on ResNet-18 (CIFAR stem), B=8 (FedSGD).
+
+Command:
+  python -m experiments.sweep --config=experiments/configs/ablation_resnet18_b8.py \
+      --workdir=workdirs/ablation_resnet18_b8
+True labels (to isolate the priors), cosine matching, signed Adam, [0, 1] box. Cells:
+no prior, TV, TV + BatchNorm statistics (GradInversion), TV + BN + 2 restarts with group
+consistency. Sized for a 2-core CPU (width 16, 1000 iterations); the paper-scale budget is
+width 64, 24000 iterations, 8 restarts (--config.width=64 --config.iterations=24000
+--config.restarts=8), for an accelerator.
+"""
+
+from experiments.configs import resnet18_b8
+
+
+def get_config():
+  c = resnet18_b8.get_config()
+  c.label_source = "true"
+  c.iterations = 1000
+  c.log_every = 100
+  c.cells = ";".join([
+      "tv=0.0",
+      "tv=0.01",
+      "tv=0.01,bn=0.01",
+      "tv=0.01,bn=0.01,restarts=2,group=0.01",
+  ])
+  return c

@@ -9,12 +9,14 @@ as `experiments.reconstruct` does, compiles one restart's step, and reports:
 matmul timed in the same run) and ``roofline_fraction_<case>`` = FLOPs per step x its/s
 over the matmul FLOP/s.
 
-With ``--config.reference_python=PATH`` (a Python with PyTorch, see
-``requirements-bench.txt``) it also runs `experiments/torch_reference.py`, a plain-PyTorch
-version of the same step on the same images, in the same run, and reports
-``reference_its_per_s_<case>`` and ``ratio_its_<case>`` (jaxinvert over reference). The
-reference is plain PyTorch, not breaching 0.1.2 (see README, Speed): ``reference`` says so.
-Without that flag the reference keys are null and no ratio is claimed.
+With ``--config.reference_python=PATH`` (a Python with PyTorch and breaching 0.1.2, see
+``requirements-bench.txt``) it also times, in the same run on the same images, breaching's
+attack step (`experiments/breaching_reference.py`) and a plain-PyTorch version of the
+same step (`experiments/torch_reference.py`), and reports ``reference_its_per_s_<case>``
+and ``ratio_its_<case>`` (jaxinvert over reference) against breaching where it ran the
+case, against plain PyTorch otherwise (``reference_<case>`` says which), plus
+``breaching_its_per_s_<case>`` and ``torch_its_per_s_<case>``. Without that flag the
+reference keys are null and no ratio is claimed.
 """
 
 from __future__ import annotations
@@ -88,33 +90,55 @@ def measure_case(config) -> dict:
   return row
 
 
+def _run_reference(python: str, script: str, case: str, out: str) -> tuple[dict | None, str]:
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), script)
+  proc = subprocess.run([python, path, "--case", case, "--out", out],
+                        capture_output=True, text=True, check=False)
+  if proc.returncode != 0:
+    return None, proc.stderr[-2000:]
+  with open(out) as f:
+    return json.load(f), ""
+
+
 def measure_reference(config, workdir: str, name: str) -> dict:
-  """Runs `experiments/torch_reference.py` on this case's images with the PyTorch Python."""
+  """Times this case in PyTorch, in the environment of ``config.reference_python``.
+
+  breaching 0.1.2 (`experiments/breaching_reference.py`) where it can run the case, and
+  always the plain-PyTorch step (`experiments/torch_reference.py`). Returns
+  ``{"breaching": row or None, "breaching_error": str, "torch": row, "used": name}``
+  where ``used`` is the one the ratio is taken against: breaching when it ran.
+  """
   images, labels = common.client_batch(config, jax.random.split(jax.random.key(config.seed), 4)[1])
   folder = os.path.join(workdir, "reference")
   os.makedirs(folder, exist_ok=True)
-  case, out = os.path.join(folder, f"{name}.npz"), os.path.join(folder, f"{name}.json")
+  case = os.path.join(folder, f"{name}.npz")
   np.savez(case, images=np.asarray(images, np.float32), labels=np.asarray(labels),
            model=config.model, width=config.width, num_classes=common.num_classes(config),
            setting=config.setting, local_epochs=config.local_epochs,
            local_batch_size=common.local_batch_size(config), local_lr=config.local_lr,
            tv=config.tv, lr=config.lr, warmup=config.warmup, timed_steps=config.timed_steps)
-  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
-  proc = subprocess.run([config.reference_python, script, "--case", case, "--out", out],
-                        capture_output=True, text=True, check=False)
-  if proc.returncode != 0:
-    raise RuntimeError(f"torch reference failed for case {name} ({config.reference_python}):\n"
-                       f"{proc.stderr[-3000:]}")
-  with open(out) as f:
-    return json.load(f)
+  out = {"breaching": None, "breaching_error": "not tried (config.reference=torch)"}
+  if config.reference == "breaching":
+    out["breaching"], out["breaching_error"] = _run_reference(
+        config.reference_python, "breaching_reference.py", case,
+        os.path.join(folder, f"{name}_breaching.json"))
+  out["torch"], error = _run_reference(config.reference_python, "torch_reference.py", case,
+                                       os.path.join(folder, f"{name}_torch.json"))
+  if out["torch"] is None:
+    raise RuntimeError(f"torch reference failed for case {name} ({config.reference_python}):"
+                       f"\n{error}")
+  out["used"] = "breaching" if out["breaching"] is not None else "torch"
+  return out
 
 
 def run(config, workdir: str) -> dict:
+  if config.reference not in ("breaching", "torch"):
+    raise ValueError(f"config.reference: {config.reference!r} is not 'breaching' or 'torch'")
   os.makedirs(workdir, exist_ok=True)
   peak = matmul_flops_per_s(config.matmul_size)
   print(f"  matmul {config.matmul_size}^3 f32: {peak / 1e9:.1f} GFLOP/s", flush=True)
   results = {"matmul_flops_per_s": peak, "backend": jax.default_backend(),
-             "reference": ("plain PyTorch (experiments/torch_reference.py), not breaching"
+             "reference": (f"{config.reference} (per case: reference_<case> says which ran)"
                            if config.reference_python else
                            "not measured: no --config.reference_python given"),
              "cases": {}, "config": config}
@@ -137,10 +161,21 @@ def run(config, workdir: str) -> dict:
     if config.reference_python:
       ref = measure_reference(cfg, workdir, name)
       row["reference"] = ref
-      results[f"reference_its_per_s_{name}"] = ref["its_per_s"]
-      results[f"ratio_its_{name}"] = row["its_per_s"] / ref["its_per_s"]
-      print(f"  {name:22s} reference {ref['seconds_per_step'] * 1e3:9.1f} ms/step  "
-            f"jaxinvert/reference {row['its_per_s'] / ref['its_per_s']:.2f}x", flush=True)
+      used = ref[ref["used"]]
+      results[f"reference_{name}"] = ref["used"]
+      results[f"reference_its_per_s_{name}"] = used["its_per_s"]
+      results[f"ratio_its_{name}"] = row["its_per_s"] / used["its_per_s"]
+      results[f"torch_its_per_s_{name}"] = ref["torch"]["its_per_s"]
+      if ref["breaching"] is not None:
+        results[f"breaching_its_per_s_{name}"] = ref["breaching"]["its_per_s"]
+      for label in ("breaching", "torch"):
+        if ref[label] is not None:
+          print(f"  {name:22s} {label:9s} {ref[label]['seconds_per_step'] * 1e3:9.1f} ms/step  "
+                f"jaxinvert/{label} {row['its_per_s'] / ref[label]['its_per_s']:.2f}x",
+                flush=True)
+      if ref["breaching"] is None and config.reference == "breaching":
+        print(f"  {name:22s} breaching could not run this case; plain PyTorch stands in",
+              flush=True)
   path = common.write_results(workdir, results)
   common.announce(workdir, [path])
   return results

@@ -80,6 +80,9 @@ def test_bench_speed_reports_roofline(tmp_path):
       row["flops_per_step"] * row["its_per_s"] / out["matmul_flops_per_s"])
   assert out["reference_its_per_s_tiny_b1"] is None and out["ratio_its_tiny_b1"] is None
   assert "not measured" in out["reference"]
+  c.reference = "pytorch"
+  with pytest.raises(ValueError, match="config.reference"):
+    bench_speed.run(c, str(tmp_path))
 
 
 def test_bench_fedavg_memory_remat_saves_memory(tmp_path):

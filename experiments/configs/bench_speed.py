@@ -33,5 +33,6 @@ def get_config():
   c.timed_steps = 3
   c.psnr_iterations = 0        # 0 = skip the quality run
   c.matmul_size = 2048
-  c.reference_python = ""      # a Python with torch (requirements-bench.txt); '' = no reference
+  c.reference_python = ""      # a Python with torch + breaching (requirements-bench.txt); '' = none
+  c.reference = "breaching"    # breaching (plain PyTorch where it cannot run) | torch
   return c

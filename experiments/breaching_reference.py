@@ -1,0 +1,124 @@
+"""breaching 0.1.2 (Geiping et al.'s PyTorch framework) timed on a `bench_speed` case.
+
+Not part of jaxinvert and not imported by it: `bench_speed` runs this file with the
+Python of a separate environment (``requirements-bench.txt``):
+
+  python experiments/breaching_reference.py --case=case.npz --out=row.json
+
+What it takes to run breaching 0.1.2 here, offline, on the CPU build of torch 2.13:
+- PyPI's torchvision does not match that torch and fails at import while registering
+  meta kernels for its compiled ops (``operator torchvision::nms does not exist``);
+  breaching never calls those ops, so an empty ``torchvision._meta_registrations`` is put
+  in ``sys.modules`` before the import.
+- The user's dataset download is replaced by a payload built by hand: the server's
+  model and the shared update on the case's images, computed here with the model and
+  loss breaching constructs (its CIFAR-10 normalisation applied).
+- LPIPS is never evaluated (no metrics are computed here).
+
+The attack is breaching's ``invertinggradients`` configuration (cosine similarity + TV,
+signed Adam, boxed) with the case's step size and TV weight. Seconds per step are
+``(t(warmup + timed) - t(warmup)) / timed`` over two ``reconstruct`` calls, so that the
+set-up cost of a call cancels. FedAvg cases use breaching's multi-step objective with
+the shared weight difference as the "gradient" and the local hyperparameters
+(lr, steps, data per step, labels per step) the user would provide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import types
+
+sys.modules.setdefault("torchvision._meta_registrations",
+                       types.ModuleType("torchvision._meta_registrations"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import breaching  # noqa: E402
+
+_MODELS = {"convnet": "ConvNet", "resnet18": "resnet18"}
+
+
+def _shared_update(model, loss_fn, images, labels, case):
+  params = list(model.parameters())
+  if case["setting"] == "fedsgd":
+    loss = loss_fn(model(images), labels)
+    return [g.detach() for g in torch.autograd.grad(loss, params)], None
+  lbs, lr, epochs = case["local_batch_size"], case["local_lr"], case["local_epochs"]
+  start = [p.detach().clone() for p in params]
+  labels_per_step = []
+  with torch.no_grad():
+    for _ in range(epochs):
+      for i in range(0, images.shape[0], lbs):
+        with torch.enable_grad():
+          loss = loss_fn(model(images[i:i + lbs]), labels[i:i + lbs])
+          grads = torch.autograd.grad(loss, params)
+        for p, g in zip(params, grads):
+          p -= lr * g
+        labels_per_step.append(labels[i:i + lbs])
+  delta = [p.detach() - s for p, s in zip(params, start)]
+  with torch.no_grad():
+    for p, s in zip(params, start):
+      p.copy_(s)
+  hyper = dict(lr=lr, steps=len(labels_per_step), data_per_step=lbs, labels=labels_per_step)
+  return delta, hyper
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--case", required=True, help=".npz written by bench_speed")
+  parser.add_argument("--out", required=True, help="JSON row to write")
+  args = parser.parse_args()
+  raw = np.load(args.case)
+  case = {k: raw[k].item() for k in raw.files if raw[k].ndim == 0}
+  if case["model"] not in _MODELS:
+    raise SystemExit(f"breaching_reference: no breaching model for {case['model']!r}")
+  if case["model"] == "convnet" and case["width"] != 64:
+    raise SystemExit("breaching_reference: breaching's ConvNet has width 64 only")
+  torch.manual_seed(0)
+  setup = dict(device=torch.device("cpu"), dtype=torch.float)
+  cfg = breaching.get_config(overrides=["case=1_single_image_small", "attack=invertinggradients"])
+  cfg.case.model = _MODELS[case["model"]]
+  cfg.case.data.classes = int(case["num_classes"])
+  model, loss_fn = breaching.cases.construct_model(cfg.case.model, cfg.case.data, pretrained=False)
+  server = breaching.cases.construct_server(model, loss_fn, cfg.case, setup)
+  payload = server.distribute_payload()
+  model.train()  # BatchNorm on batch statistics, as a client computes its update
+
+  mean = torch.as_tensor(cfg.case.data.mean)[None, :, None, None]
+  std = torch.as_tensor(cfg.case.data.std)[None, :, None, None]
+  images = (torch.from_numpy(raw["images"]).permute(0, 3, 1, 2) - mean) / std
+  labels = torch.from_numpy(raw["labels"]).long()
+  update, hyper = _shared_update(model, loss_fn, images, labels, case)
+  shared = dict(gradients=update, buffers=None,
+                metadata=dict(num_data_points=images.shape[0], labels=labels,
+                              local_hyperparams=hyper))
+
+  cfg.attack.optim.step_size = float(case["lr"])
+  cfg.attack.regularization.total_variation.scale = float(case["tv"])
+  cfg.attack.optim.callback = 10 ** 9  # no printing inside the loop
+
+  def seconds(iterations: int) -> float:
+    cfg.attack.optim.max_iterations = iterations
+    attacker = breaching.attacks.prepare_attack(server.model, server.loss, cfg.attack, setup)
+    start = time.perf_counter()
+    attacker.reconstruct([payload], [shared], {}, dryrun=False)
+    return time.perf_counter() - start
+
+  warmup, timed = int(case["warmup"]), int(case["timed_steps"])
+  base = seconds(warmup)
+  total = seconds(warmup + timed)
+  per_step = max(total - base, 1e-9) / timed
+  row = {"seconds_per_step": per_step, "its_per_s": 1.0 / per_step,
+         "torch": torch.__version__, "threads": torch.get_num_threads(),
+         "implementation": "breaching 0.1.2 (experiments/breaching_reference.py)"}
+  with open(args.out, "w") as f:
+    json.dump(row, f)
+  print(json.dumps(row))
+
+
+if __name__ == "__main__":
+  main()

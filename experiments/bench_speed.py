@@ -57,7 +57,8 @@ def parse_cases(text: str) -> list[tuple[str, dict]]:
   return cases
 
 
-def measure_case(config) -> dict:
+def measure_case(config) -> tuple[dict, np.ndarray, np.ndarray]:
+  """One case's jaxinvert row, and the client images and labels it attacked."""
   reconstruct.validate(config)
   key = jax.random.key(config.seed)
   model_key, data_key, client_key, attack_key = jax.random.split(key, 4)
@@ -87,7 +88,7 @@ def measure_case(config) -> dict:
                         log_every=config.psnr_iterations)
     row["psnr"] = metrics.reconstruction_report(result.images, images, labels, labels)["psnr"]
     row["psnr_iterations"] = config.psnr_iterations
-  return row
+  return row, np.asarray(images), np.asarray(labels)
 
 
 def _run_reference(python: str, script: str, case: str, out: str) -> tuple[dict | None, str]:
@@ -100,7 +101,8 @@ def _run_reference(python: str, script: str, case: str, out: str) -> tuple[dict 
     return json.load(f), ""
 
 
-def measure_reference(config, workdir: str, name: str) -> dict:
+def measure_reference(config, workdir: str, name: str, images: np.ndarray,
+                      labels: np.ndarray) -> dict:
   """Times this case in PyTorch, in the environment of ``config.reference_python``.
 
   breaching 0.1.2 (`experiments/breaching_reference.py`) where it can run the case, and
@@ -108,7 +110,6 @@ def measure_reference(config, workdir: str, name: str) -> dict:
   ``{"breaching": row or None, "breaching_error": str, "torch": row, "used": name}``
   where ``used`` is the one the ratio is taken against: breaching when it ran.
   """
-  images, labels = common.client_batch(config, jax.random.split(jax.random.key(config.seed), 4)[1])
   folder = os.path.join(workdir, "reference")
   os.makedirs(folder, exist_ok=True)
   case = os.path.join(folder, f"{name}.npz")
@@ -147,7 +148,7 @@ def run(config, workdir: str) -> dict:
     with spec.unlocked():
       spec.cells = overrides
     cfg = common.apply_cell(config, common.parse_cells(spec)[0])
-    row = measure_case(cfg)
+    row, images, labels = measure_case(cfg)
     row["roofline_fraction"] = row["flops_per_step"] * row["its_per_s"] / peak
     results["cases"][name] = row
     results[f"roofline_fraction_{name}"] = row["roofline_fraction"]
@@ -159,7 +160,7 @@ def run(config, workdir: str) -> dict:
     results[f"reference_its_per_s_{name}"] = None
     results[f"ratio_its_{name}"] = None
     if config.reference_python:
-      ref = measure_reference(cfg, workdir, name)
+      ref = measure_reference(cfg, workdir, name, images, labels)
       row["reference"] = ref
       used = ref[ref["used"]]
       results[f"reference_{name}"] = ref["used"]

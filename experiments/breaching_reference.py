@@ -16,9 +16,10 @@ What it takes to run breaching 0.1.2 here, offline, on the CPU build of torch 2.
 - LPIPS is never evaluated (no metrics are computed here).
 
 The attack is breaching's ``invertinggradients`` configuration (cosine similarity + TV,
-signed Adam, boxed) with the case's step size and TV weight. Seconds per step are
-``(t(warmup + timed) - t(warmup)) / timed`` over two ``reconstruct`` calls, so that the
-set-up cost of a call cancels. FedAvg cases use breaching's multi-step objective with
+signed Adam, boxed) with the case's step size and TV weight, run for warmup + timed
+iterations; ``torch.optim.Adam.step`` is wrapped to timestamp every iteration, and seconds
+per step are the time from the end of the last warm-up step to the end of the last step,
+over the timed steps (set-up and the final scoring are excluded). FedAvg cases use breaching's multi-step objective with
 the shared weight difference as the "gradient" and the local hyperparameters
 (lr, steps, data per step, labels per step) the user would provide.
 """
@@ -101,17 +102,26 @@ def main() -> None:
   cfg.attack.regularization.total_variation.scale = float(case["tv"])
   cfg.attack.optim.callback = 10 ** 9  # no printing inside the loop
 
-  def seconds(iterations: int) -> float:
-    cfg.attack.optim.max_iterations = iterations
-    attacker = breaching.attacks.prepare_attack(server.model, server.loss, cfg.attack, setup)
-    start = time.perf_counter()
-    attacker.reconstruct([payload], [shared], {}, dryrun=False)
-    return time.perf_counter() - start
-
   warmup, timed = int(case["warmup"]), int(case["timed_steps"])
-  base = seconds(warmup)
-  total = seconds(warmup + timed)
-  per_step = max(total - base, 1e-9) / timed
+  if warmup < 1 or timed < 1:
+    raise SystemExit("breaching_reference: warmup and timed_steps must be >= 1")
+  stamps: list[float] = []
+  adam_step = torch.optim.Adam.step
+
+  def timed_step(self, *args, **kwargs):
+    out = adam_step(self, *args, **kwargs)
+    stamps.append(time.perf_counter())
+    return out
+
+  torch.optim.Adam.step = timed_step
+  cfg.attack.optim.max_iterations = warmup + timed
+  attacker = breaching.attacks.prepare_attack(server.model, server.loss, cfg.attack, setup)
+  attacker.reconstruct([payload], [shared], {}, dryrun=False)
+  torch.optim.Adam.step = adam_step
+  if len(stamps) != warmup + timed:
+    raise SystemExit(f"breaching_reference: expected {warmup + timed} Adam steps, "
+                     f"timed {len(stamps)}")
+  per_step = (stamps[-1] - stamps[warmup - 1]) / timed
   row = {"seconds_per_step": per_step, "its_per_s": 1.0 / per_step,
          "torch": torch.__version__, "threads": torch.get_num_threads(),
          "implementation": "breaching 0.1.2 (experiments/breaching_reference.py)"}

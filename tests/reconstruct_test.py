@@ -51,6 +51,7 @@ def test_same_seed_same_numbers(tmp_path):
     ("bn", 0.1, "config.bn"),
     ("setting", "fedprox", "config.setting"),
     ("dataset", "mnist", "config.dataset"),
+    ("scan_unroll", -1, "config.scan_unroll"),
 ])
 def test_nonsense_config_rejected_before_work(tmp_path, field, value, match):
   with pytest.raises(ValueError, match=match):

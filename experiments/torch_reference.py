@@ -96,12 +96,14 @@ def main() -> None:
   build = {"convnet": convnet, "resnet18": resnet18}.get(scalar("model"))
   if build is None:
     raise SystemExit(f"torch_reference: no PyTorch model for {scalar('model')!r}")
-  model = build(int(scalar("width")), int(scalar("num_classes")))
+  device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+  sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+  model = build(int(scalar("width")), int(scalar("num_classes"))).to(device)
   model.train()  # BatchNorm on batch statistics, as a client computes its update
   params = {k: v.detach() for k, v in model.named_parameters()}
   names = list(params)
-  images = torch.from_numpy(case["images"]).permute(0, 3, 1, 2).contiguous()
-  labels = torch.from_numpy(case["labels"]).long()
+  images = torch.from_numpy(case["images"]).permute(0, 3, 1, 2).contiguous().to(device)
+  labels = torch.from_numpy(case["labels"]).long().to(device)
   loss_fn = nn.CrossEntropyLoss()
 
   if scalar("setting") == "fedsgd":
@@ -140,12 +142,15 @@ def main() -> None:
 
   for _ in range(int(scalar("warmup"))):
     step()
+  sync()
   start = time.perf_counter()
   for _ in range(int(scalar("timed_steps"))):
     step()
+  sync()
   seconds = (time.perf_counter() - start) / int(scalar("timed_steps"))
   row = {"seconds_per_step": seconds, "its_per_s": 1.0 / seconds,
          "torch": torch.__version__, "threads": torch.get_num_threads(),
+         "device": str(device),
          "implementation": "plain PyTorch (experiments/torch_reference.py)"}
   with open(args.out, "w") as f:
     json.dump(row, f)

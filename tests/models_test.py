@@ -95,7 +95,7 @@ def test_conv_impls_agree_to_second_order(name, size, width):
 
 def test_default_conv_impl_per_backend():
   assert models.default_conv_impl("cpu") == models.ConvImpl.MATMUL_DW
-  assert models.default_conv_impl("gpu") == models.ConvImpl.XLA
+  assert models.default_conv_impl("gpu") == models.ConvImpl.MATMUL_DW
   assert models.default_conv_impl("tpu") == models.ConvImpl.XLA
 
 

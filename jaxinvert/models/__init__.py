@@ -35,7 +35,7 @@ def get_model(
     batchnorm: BatchNorm in the ConvNet (the ResNets always have it, LeNet never).
     hidden: ConvNet only: units of an extra dense layer before the classifier.
     conv_impl: how convolutions are differentiated; None = `default_conv_impl()`
-      (matmul weight gradients on CPU, XLA's convolutions elsewhere).
+      (matmul weight gradients on CPU and GPU, XLA's convolutions on TPU).
 
   Returns:
     A `Model` whose ``apply``/``features`` are pure functions of (variables, images).

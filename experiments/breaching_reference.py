@@ -20,9 +20,10 @@ signed Adam, boxed) with the case's step size and TV weight, run for warmup + ti
 iterations; ``torch.optim.Adam.step`` is wrapped to timestamp every iteration, and seconds
 per step are the time from the end of the last warm-up step to the end of the last step,
 over the timed steps (set-up and the final scoring are excluded). On the GPU when torch
-sees one, with `torch.cuda.synchronize` before each timestamp. FedAvg cases use breaching's multi-step objective with
-the shared weight difference as the "gradient" and the local hyperparameters
-(lr, steps, data per step, labels per step) the user would provide.
+sees one, with `torch.cuda.synchronize` before each timestamp. FedAvg cases use
+breaching's multi-step objective with the shared weight difference as the "gradient" and
+the local hyperparameters (lr, steps, data per step, labels per step) the user would
+provide.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ Python of a separate environment that has PyTorch (``requirements-bench.txt``):
 
   python experiments/torch_reference.py --case=case.npz --out=row.json
 
-It stands in for breaching 0.1.2 (Geiping et al.'s framework), which we did not get to
-run here (see README, Speed). It computes the same step as the jaxinvert case: the
+It runs beside breaching 0.1.2 (`experiments/breaching_reference.py`) and stands in for
+it on a case breaching cannot run. It computes the same step as the jaxinvert case: the
 victim's update on the dummy images (FedSGD: gradient of the mean cross-entropy, BatchNorm
 on batch statistics; FedAvg: local SGD unrolled with ``create_graph=True``), cosine
 distance to the shared update (Geiping et al., NeurIPS 2020) + anisotropic TV, then one

@@ -3,25 +3,15 @@
 Command:
   python -m experiments.sweep --config=experiments/configs/ablation_resnet18_b8.py \
       --workdir=workdirs/ablation_resnet18_b8
-True labels (to isolate the priors), cosine matching, signed Adam, [0, 1] box. Cells:
-no prior, TV, TV + BatchNorm statistics (GradInversion), TV + BN + 2 restarts with group
-consistency. Sized for a 2-core CPU (width 16, 1000 iterations); the paper-scale budget is
-width 64, 24000 iterations, 8 restarts (--config.width=64 --config.iterations=24000
---config.restarts=8), for an accelerator.
+The cells, recipe and budget of `ablation_convnet_b8` (true labels, cosine matching,
+signed Adam, [0, 1] box, width 16, 1000 iterations) on ResNet-18 instead of the ConvNet.
 """
 
-from experiments.configs import resnet18_b8
+from experiments.configs import ablation_convnet_b8
 
 
 def get_config():
-  c = resnet18_b8.get_config()
-  c.label_source = "true"
-  c.iterations = 1000
+  c = ablation_convnet_b8.get_config()
+  c.model = "resnet18"
   c.log_every = 100
-  c.cells = ";".join([
-      "tv=0.0",
-      "tv=0.01",
-      "tv=0.01,bn=0.01",
-      "tv=0.01,bn=0.01,restarts=2,group=0.01",
-  ])
   return c

@@ -16,7 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.activation = ""            # '' = the paper's (sigmoid LeNet, relu others) | relu | sigmoid | softplus
   c.batchnorm = True           # ConvNet only
   c.hidden = 0                 # ConvNet only: dense units before the classifier
-  c.conv_impl = ""             # '' = per backend (xla on TPU, matmul_dw elsewhere) | xla | matmul_dw
+  c.conv_impl = ""             # '' = per backend (xla on TPU, else matmul_dw) | xla | matmul_dw
   c.victim_checkpoint = ""     # '' = untrained (fresh init); else a train_victim checkpoint dir
   c.victim_step = -1           # checkpoint step; -1 = latest
   # Data.

@@ -112,11 +112,10 @@ def _input_gradient_bwd(x_shape, strides, padding, residuals, g):
 _input_gradient.defvjp(_input_gradient_fwd, _input_gradient_bwd)
 
 
-def _dispatch(plain_conv, lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-              dimension_numbers, feature_group_count, batch_group_count, precision,
-              preferred_element_type):
-  """Calls ``plain_conv(x, w, strides, pads)`` for NHWC/HWIO undilated ungrouped
-  convolutions, XLA's convolution for anything else."""
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                         batch_group_count=1, precision=None, preferred_element_type=None):
+  """`jax.lax.conv_general_dilated` with matmul weight gradients (NHWC/HWIO, no dilation)."""
   plain = (feature_group_count == 1 and batch_group_count == 1
            and all(d == 1 for d in (lhs_dilation or (1, 1)))
            and all(d == 1 for d in (rhs_dilation or (1, 1)))
@@ -133,13 +132,4 @@ def _dispatch(plain_conv, lhs, rhs, window_strides, padding, lhs_dilation, rhs_d
   if isinstance(padding, str):
     padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
   padding = tuple(tuple(int(p) for p in pair) for pair in padding)
-  return plain_conv(lhs, rhs, tuple(int(s) for s in window_strides), padding)
-
-
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                         batch_group_count=1, precision=None, preferred_element_type=None):
-  """`jax.lax.conv_general_dilated` with matmul weight gradients (NHWC/HWIO, no dilation)."""
-  return _dispatch(_conv, lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                   dimension_numbers, feature_group_count, batch_group_count, precision,
-                   preferred_element_type)
+  return _conv(lhs, rhs, tuple(int(s) for s in window_strides), padding)

@@ -32,7 +32,7 @@ import numpy as np
 import tqdm
 
 from experiments import common, reconstruct
-from jaxinvert import metrics, runner
+from jaxinvert import metrics, runner, viz
 
 
 
@@ -91,9 +91,10 @@ def measure_case(config) -> tuple[dict, np.ndarray, np.ndarray]:
   return row, np.asarray(images), np.asarray(labels)
 
 
-def _run_reference(python: str, script: str, case: str, out: str) -> tuple[dict | None, str]:
+def _run_reference(python: str, script: str, case: str, out: str,
+                   *extra: str) -> tuple[dict | None, str]:
   path = os.path.join(os.path.dirname(os.path.abspath(__file__)), script)
-  proc = subprocess.run([python, path, "--case", case, "--out", out],
+  proc = subprocess.run([python, path, "--case", case, "--out", out, *extra],
                         capture_output=True, text=True, check=False)
   if proc.returncode != 0:
     return None, proc.stderr[-2000:]
@@ -111,13 +112,7 @@ def measure_reference(config, workdir: str, name: str, images: np.ndarray,
   where ``used`` is the one the ratio is taken against: breaching when it ran.
   """
   folder = os.path.join(workdir, "reference")
-  os.makedirs(folder, exist_ok=True)
-  case = os.path.join(folder, f"{name}.npz")
-  np.savez(case, images=np.asarray(images, np.float32), labels=np.asarray(labels),
-           model=config.model, width=config.width, num_classes=common.num_classes(config),
-           setting=config.setting, local_epochs=config.local_epochs,
-           local_batch_size=common.local_batch_size(config), local_lr=config.local_lr,
-           tv=config.tv, lr=config.lr, warmup=config.warmup, timed_steps=config.timed_steps)
+  case = _save_case(config, folder, name, images, labels)
   out = {"breaching": None, "breaching_error": "not tried (config.reference=torch)"}
   if config.reference == "breaching":
     out["breaching"], out["breaching_error"] = _run_reference(
@@ -132,6 +127,112 @@ def measure_reference(config, workdir: str, name: str, images: np.ndarray,
   return out
 
 
+def _save_case(config, folder: str, name: str, images: np.ndarray, labels: np.ndarray) -> str:
+  os.makedirs(folder, exist_ok=True)
+  case = os.path.join(folder, f"{name}.npz")
+  np.savez(case, images=np.asarray(images, np.float32), labels=np.asarray(labels),
+           model=config.model, width=config.width, num_classes=common.num_classes(config),
+           setting=config.setting, local_epochs=config.local_epochs,
+           local_batch_size=common.local_batch_size(config), local_lr=config.local_lr,
+           tv=config.tv, lr=config.lr, warmup=config.warmup, timed_steps=config.timed_steps)
+  return case
+
+
+def time_to_psnr(config, images: np.ndarray, labels: np.ndarray, *, target: float,
+                 max_seconds: float) -> dict:
+  """Wall seconds until jaxinvert's attack (``config``) reaches ``target`` dB on ``images``.
+
+  The clock runs from the attack's initialisation (compilation included) and stops
+  only while the PSNR of the chosen copy (lowest matching loss over restarts, never
+  the ground truth) is measured every ``config.log_every`` steps. Gives up after
+  ``max_seconds`` of attack time.
+  """
+  reconstruct.validate(config)
+  key = jax.random.key(config.seed)
+  model_key, _, client_key, attack_key = jax.random.split(key, 4)
+  model, variables = common.build_victim(config, model_key)
+  out = common.shared_update(config, model, variables, images, labels, client_key)
+  update, order = out if config.setting == "fedavg" else (out, None)
+  attack = reconstruct.build_attack(config, model, variables, update, order, config.batch_size)
+  restarts = config.restarts
+  strategy = runner.Strategy(config.strategy) if config.strategy else runner.default_strategy()
+  losses_fn = jax.jit(jax.vmap(attack.evaluate))
+  images_fn = jax.jit(jax.vmap(attack.images))
+  start = time.perf_counter()
+  states = runner.init_states(attack, attack_key, jnp.asarray(labels)[None], restarts)
+  stepper = runner.Stepper(attack, strategy, restarts, restarts, 1, None)
+  work = stepper.prepare(states)
+  elapsed, step, curve, reached = 0.0, 0, [], None
+  bar = tqdm.tqdm(desc=f"time to {target:.2f} dB", unit="step", leave=False)
+  while elapsed < max_seconds:
+    work, _ = stepper.advance(work, config.log_every)
+    states = stepper.collect(work)
+    losses = np.asarray(losses_fn(states), np.float64)
+    chosen = int(np.argmin(np.where(np.isfinite(losses), losses, np.inf)))
+    chosen_images = images_fn(states)[chosen]
+    jax.block_until_ready(chosen_images)
+    elapsed += time.perf_counter() - start
+    step += config.log_every
+    bar.update(config.log_every)
+    psnr = metrics.reconstruction_report(chosen_images, images, labels, labels)["psnr"]
+    curve.append({"step": step, "seconds": elapsed, "psnr": psnr})
+    bar.set_postfix(psnr=f"{psnr:.2f}", seconds=f"{elapsed:.0f}")
+    if psnr >= target:
+      reached = elapsed
+      break
+    start = time.perf_counter()
+  bar.close()
+  return {"seconds_to_target": reached, "target_psnr": target, "final_psnr": curve[-1]["psnr"],
+          "curve": curve}
+
+
+def quality_case(config, workdir: str, name: str, images: np.ndarray, labels: np.ndarray,
+                 results: dict) -> None:
+  """breaching's default attack on the case's images, then jaxinvert's time to its PSNR."""
+  folder = os.path.join(workdir, "reference")
+  case = _save_case(config, folder, name, images, labels)
+  ref, error = _run_reference(config.reference_python, "breaching_reference.py", case,
+                              os.path.join(folder, f"{name}_breaching_quality.json"),
+                              "--quality-iterations", str(config.reference_iterations))
+  if ref is None:
+    raise RuntimeError(f"breaching's default attack failed on case {name}:\n{error}")
+  recon = np.load(os.path.join(folder, f"{name}_breaching_quality_images.npy"))
+  ref["psnr"] = metrics.reconstruction_report(recon, images, labels, labels)["psnr"]
+  print(f"  {name:22s} breaching default attack, {ref['iterations']} its: "
+        f"{ref['psnr']:.2f} dB in {ref['seconds']:.1f} s", flush=True)
+  spec = _with_overrides(config, f"iterations={config.reference_iterations},"
+                         f"{config.quality_attack}")
+  ours = time_to_psnr(spec, images, labels, target=ref["psnr"],
+                      max_seconds=config.quality_max_factor * ref["seconds"])
+  ours["attack"] = config.quality_attack
+  reached = ours["seconds_to_target"]
+  ratio = None if reached is None else ref["seconds"] / reached
+  print(f"  {name:22s} jaxinvert ({config.quality_attack}): "
+        + (f"{ref['psnr']:.2f} dB in {reached:.1f} s, {ratio:.2f}x sooner" if reached else
+           f"did not reach {ref['psnr']:.2f} dB in {ours['curve'][-1]['seconds']:.0f} s "
+           f"(best {max(c['psnr'] for c in ours['curve']):.2f} dB)"), flush=True)
+  results["cases"][name]["quality"] = {"breaching": ref, "jaxinvert": ours}
+  results[f"breaching_psnr_{name}"] = ref["psnr"]
+  results[f"jaxinvert_psnr_{name}"] = ours["final_psnr"]
+  results[f"ratio_time_to_psnr_{name}"] = ratio
+  path = os.path.join(workdir, f"time_to_psnr_{name}.png")
+  viz.curves(path, {"jaxinvert": ([c["seconds"] for c in ours["curve"]],
+                                  [c["psnr"] for c in ours["curve"]]),
+                    f"breaching default ({ref['iterations']} its)": (
+                        [ref["seconds"]], [ref["psnr"]])},
+             xlabel="wall seconds", ylabel="PSNR (dB)", markers=True,
+             title=f"{name}: time to breaching's PSNR")
+  results.setdefault("figures", []).append(path)
+
+
+def _with_overrides(config, overrides: str):
+  """``config`` with ``'field=value,...'`` applied (typed like the config)."""
+  spec = config.copy_and_resolve_references()
+  with spec.unlocked():
+    spec.cells = overrides
+  return common.apply_cell(config, common.parse_cells(spec)[0])
+
+
 def run(config, workdir: str) -> dict:
   if config.reference not in ("breaching", "torch"):
     raise ValueError(f"config.reference: {config.reference!r} is not 'breaching' or 'torch'")
@@ -143,11 +244,12 @@ def run(config, workdir: str) -> dict:
                            if config.reference_python else
                            "not measured: no --config.reference_python given"),
              "cases": {}, "config": config}
+  quality = [q for q in config.quality_cases.split(",") if q]
+  unknown = set(quality) - {name for name, _ in parse_cases(config.cases)}
+  if unknown:
+    common.fail("quality_cases", f"{sorted(unknown)} are not among config.cases")
   for name, overrides in tqdm.tqdm(parse_cases(config.cases), desc="cases"):
-    spec = config.copy_and_resolve_references()
-    with spec.unlocked():
-      spec.cells = overrides
-    cfg = common.apply_cell(config, common.parse_cells(spec)[0])
+    cfg = _with_overrides(config, overrides)
     row, images, labels = measure_case(cfg)
     row["roofline_fraction"] = row["flops_per_step"] * row["its_per_s"] / peak
     results["cases"][name] = row
@@ -177,8 +279,11 @@ def run(config, workdir: str) -> dict:
       if ref["breaching"] is None and config.reference == "breaching":
         print(f"  {name:22s} breaching could not run this case; plain PyTorch stands in",
               flush=True)
+    results[f"ratio_time_to_psnr_{name}"] = None
+    if config.reference_python and name in quality:
+      quality_case(cfg, workdir, name, images, labels, results)
   path = common.write_results(workdir, results)
-  common.announce(workdir, [path])
+  common.announce(workdir, [path, *results.get("figures", [])])
   return results
 
 

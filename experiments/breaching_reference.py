@@ -70,10 +70,35 @@ def _shared_update(model, loss_fn, images, labels, case):
   return delta, hyper
 
 
+def _quality_run(cfg, server, payload, shared, setup, iterations, mean, std) -> dict:
+  """breaching's default `invertinggradients` attack (its step size, TV weight, step-lr
+  schedule, one trial) with ``max_iterations = iterations``: wall seconds of the whole
+  ``reconstruct`` call and the reconstruction in [0, 1], NHWC."""
+  cfg.attack.optim.max_iterations = iterations
+  attacker = breaching.attacks.prepare_attack(server.model, server.loss, cfg.attack, setup)
+  sync = torch.cuda.synchronize if setup["device"].type == "cuda" else (lambda: None)
+  sync()
+  start = time.perf_counter()
+  out, _ = attacker.reconstruct([payload], [shared], {}, dryrun=False)
+  sync()
+  seconds = time.perf_counter() - start
+  images = (out["data"].detach().cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1)
+  return {"seconds": seconds, "iterations": iterations, "images": images.numpy(),
+          "step_size": float(cfg.attack.optim.step_size),
+          "tv": float(cfg.attack.regularization.total_variation.scale),
+          "schedule": str(cfg.attack.optim.step_size_decay), "torch": torch.__version__,
+          "threads": torch.get_num_threads(), "device": str(setup["device"]),
+          "implementation": "breaching 0.1.2 default invertinggradients "
+                            "(experiments/breaching_reference.py --quality-iterations)"}
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--case", required=True, help=".npz written by bench_speed")
   parser.add_argument("--out", required=True, help="JSON row to write")
+  parser.add_argument("--quality-iterations", type=int, default=0,
+                      help="> 0: run breaching's default attack for this many iterations "
+                      "and save its reconstruction instead of timing steps")
   args = parser.parse_args()
   raw = np.load(args.case)
   case = {k: raw[k].item() for k in raw.files if raw[k].ndim == 0}
@@ -103,9 +128,16 @@ def main() -> None:
                 metadata=dict(num_data_points=images.shape[0], labels=labels,
                               local_hyperparams=hyper))
 
+  cfg.attack.optim.callback = 10 ** 9  # no printing inside the loop
+  if args.quality_iterations:
+    row = _quality_run(cfg, server, payload, shared, setup, args.quality_iterations, mean, std)
+    np.save(args.out.replace(".json", "_images.npy"), row.pop("images"))
+    with open(args.out, "w") as f:
+      json.dump(row, f)
+    print(json.dumps(row))
+    return
   cfg.attack.optim.step_size = float(case["lr"])
   cfg.attack.regularization.total_variation.scale = float(case["tv"])
-  cfg.attack.optim.callback = 10 ** 9  # no printing inside the loop
 
   warmup, timed = int(case["warmup"]), int(case["timed_steps"])
   if warmup < 1 or timed < 1:

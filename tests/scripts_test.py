@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from jaxinvert import labels
@@ -80,9 +81,30 @@ def test_bench_speed_reports_roofline(tmp_path):
       row["flops_per_step"] * row["its_per_s"] / out["matmul_flops_per_s"])
   assert out["reference_its_per_s_tiny_b1"] is None and out["ratio_its_tiny_b1"] is None
   assert "not measured" in out["reference"]
+  assert out["ratio_time_to_psnr_tiny_b1"] is None
+  c.quality_cases = "nonexistent"
+  with pytest.raises(ValueError, match="quality_cases"):
+    bench_speed.run(c, str(tmp_path))
+  c.quality_cases = ""
   c.reference = "pytorch"
   with pytest.raises(ValueError, match="config.reference"):
     bench_speed.run(c, str(tmp_path))
+
+
+def test_time_to_psnr_stops_at_target_or_budget():
+  c = speed_config.get_config()
+  c.model, c.width, c.batch_size, c.image_size = "lenet", 2, 1, 8
+  c.optimizer, c.iterations, c.log_every, c.progress = "adam", 50, 2, False
+  images = np.random.default_rng(0).uniform(size=(1, 8, 8, 3)).astype(np.float32)
+  labels = np.array([3])
+  reached = bench_speed.time_to_psnr(c, images, labels, target=-1e9, max_seconds=60.0)
+  assert reached["seconds_to_target"] == reached["curve"][0]["seconds"] > 0
+  assert len(reached["curve"]) == 1 and reached["curve"][0]["step"] == 2
+  never = bench_speed.time_to_psnr(c, images, labels, target=1e9, max_seconds=0.5)
+  assert never["seconds_to_target"] is None
+  seconds = [row["seconds"] for row in never["curve"]]
+  assert seconds == sorted(seconds) and seconds[-1] >= 0.5
+  assert never["final_psnr"] == never["curve"][-1]["psnr"] < 1e9
 
 
 def test_bench_fedavg_memory_remat_saves_memory(tmp_path):

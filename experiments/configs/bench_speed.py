@@ -35,4 +35,15 @@ def get_config():
   c.matmul_size = 2048
   c.reference_python = ""      # a Python with torch + breaching (requirements-bench.txt); '' = none
   c.reference = "breaching"    # breaching (plain PyTorch where it cannot run) | torch
+  # Time to quality (needs reference_python): breaching's default attack (invertinggradients:
+  # cosine + TV 0.2, signed Adam 0.1, step-lr, 24k iterations) on the case's images, then
+  # the wall time jaxinvert's `quality_attack` needs to reach the same PSNR.
+  c.quality_cases = ""         # comma-separated case names; '' = none
+  c.reference_iterations = 24000   # breaching's default budget
+  # jaxinvert's attack: the case's (cosine, signed Adam, clip box) with breaching's default
+  # weights carried from its normalised pixel space (std ~0.25) to [0, 1]: step 0.1 x 0.25,
+  # TV 0.2 / 0.25; Gaussian start as breaching's. `iterations` (the step schedule's
+  # length) defaults to reference_iterations; override it here too.
+  c.quality_attack = "tv=0.8,lr=0.025,init=gaussian"
+  c.quality_max_factor = 1.0   # give up after this x breaching's seconds
   return c

@@ -17,6 +17,13 @@ and ``ratio_its_<case>`` (jaxinvert over reference) against breaching where it r
 case, against plain PyTorch otherwise (``reference_<case>`` says which), plus
 ``breaching_its_per_s_<case>`` and ``torch_its_per_s_<case>``. Without that flag the
 reference keys are null and no ratio is claimed.
+
+For the cases in ``--config.quality_cases`` it also measures time to quality: breaching's
+default attack runs for ``reference_iterations`` on the case's images, then jaxinvert's
+``quality_attack`` runs until its chosen restart reaches breaching's PSNR;
+``ratio_time_to_psnr_<case>`` is breaching's seconds over jaxinvert's (null when jaxinvert
+did not get there within ``quality_max_factor`` times breaching's time), with
+``breaching_psnr_<case>``, ``jaxinvert_psnr_<case>`` and ``time_to_psnr_<case>.png``.
 """
 
 from __future__ import annotations

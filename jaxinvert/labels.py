@@ -28,6 +28,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxinvert.types import CLASSIFIER, Params, PyTree, Variables
 
@@ -119,15 +120,15 @@ def hypotheses(scores: jax.Array, *, num_images: int, num: int,
   m = min(candidates, n_classes)
   margin = jnp.abs(jnp.abs(scores - best) - 0.5)  # 0 = on the boundary
   cand = jnp.argsort(margin)[:m]
-  moves = [()]
   pairs = [(i, j) for i in range(m) for j in range(m) if i != j]
-  moves += [(p,) for p in pairs]
-  moves += [(p, q) for p, q in itertools.combinations(pairs, 2)]
-  delta = jnp.zeros((len(moves), n_classes), jnp.int32)
+  moves = [()] + [(p,) for p in pairs] + list(itertools.combinations(pairs, 2))
+  slot_delta = np.zeros((len(moves), m), np.int32)  # in candidate slots, static
   for row, move in enumerate(moves):
     for i, j in move:
-      delta = delta.at[row, cand[i]].add(1).at[row, cand[j]].add(-1)
-  options = best[None] + delta
+      slot_delta[row, i] += 1
+      slot_delta[row, j] -= 1
+  options = best[None] + jnp.asarray(slot_delta) @ jax.nn.one_hot(cand, n_classes,
+                                                                 dtype=jnp.int32)
   cost = jnp.sum(jnp.square(options - scores[None]), axis=1)
   cost = jnp.where(jnp.all(options >= 0, axis=1), cost, jnp.inf)
   # Deduplicate (different moves can give one vector): keep the first of equal rows.

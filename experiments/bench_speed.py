@@ -154,6 +154,8 @@ def time_to_psnr(config, images: np.ndarray, labels: np.ndarray, *, target: floa
   the ground truth) is measured every ``config.log_every`` steps. Gives up after
   ``max_seconds`` of attack time.
   """
+  if max_seconds <= 0:
+    raise ValueError(f"max_seconds must be positive, got {max_seconds}")
   reconstruct.validate(config)
   key = jax.random.key(config.seed)
   model_key, _, client_key, attack_key = jax.random.split(key, 4)
@@ -255,6 +257,9 @@ def run(config, workdir: str) -> dict:
   unknown = set(quality) - {name for name, _ in parse_cases(config.cases)}
   if unknown:
     common.fail("quality_cases", f"{sorted(unknown)} are not among config.cases")
+  if quality and (config.reference_iterations <= 0 or config.quality_max_factor <= 0):
+    common.fail("reference_iterations", "reference_iterations and quality_max_factor must be "
+                f"positive, got {config.reference_iterations} and {config.quality_max_factor}")
   for name, overrides in tqdm.tqdm(parse_cases(config.cases), desc="cases"):
     cfg = _with_overrides(config, overrides)
     row, images, labels = measure_case(cfg)

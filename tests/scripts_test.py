@@ -85,6 +85,10 @@ def test_bench_speed_reports_roofline(tmp_path):
   c.quality_cases = "nonexistent"
   with pytest.raises(ValueError, match="quality_cases"):
     bench_speed.run(c, str(tmp_path))
+  c.quality_cases, c.reference_iterations = "tiny_b1", 0
+  with pytest.raises(ValueError, match="reference_iterations"):
+    bench_speed.run(c, str(tmp_path))
+  c.reference_iterations = 10
   c.quality_cases = ""
   c.reference = "pytorch"
   with pytest.raises(ValueError, match="config.reference"):
@@ -100,6 +104,8 @@ def test_time_to_psnr_stops_at_target_or_budget():
   reached = bench_speed.time_to_psnr(c, images, labels, target=-1e9, max_seconds=60.0)
   assert reached["seconds_to_target"] == reached["curve"][0]["seconds"] > 0
   assert len(reached["curve"]) == 1 and reached["curve"][0]["step"] == 2
+  with pytest.raises(ValueError, match="max_seconds"):
+    bench_speed.time_to_psnr(c, images, labels, target=1.0, max_seconds=0.0)
   never = bench_speed.time_to_psnr(c, images, labels, target=1e9, max_seconds=0.5)
   assert never["seconds_to_target"] is None
   seconds = [row["seconds"] for row in never["curve"]]

@@ -20,10 +20,10 @@ def get_config():
   c.batch_size = 8
   c.label_dist = "random"
   c.optimizer = "signed_adam"
-  c.lr = 0.1
+  c.lr = 0.025                # breaching's 0.1 in its normalised pixels (std ~0.25)
   c.distance = "cosine"
   c.box = "clip"
-  c.tv = 0.01
+  c.tv = 0.8                  # breaching's 0.2 in its normalised pixels (/0.25)
   c.iterations = 20
   c.restarts = 1
   c.log_every = 10

@@ -130,3 +130,18 @@ def test_matmul_weight_gradient_conv_matches_xla(kernel, stride, pad):
   for a, b in zip(through_input_gradient(lax.conv_general_dilated),
                   through_input_gradient(conv_lib.conv_general_dilated)):
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
+
+
+def test_resnet_convs_initialised_as_torchvision():
+  """Kaiming normal, fan-out (std sqrt(2 / (9 C_out)) for a 3x3 conv), as breaching's."""
+  model = models.get_model("resnet18", num_classes=10, image_size=16, width=16)
+  params = model.init(jax.random.key(0))["params"]
+  kernels = [l for p, l in jax.tree_util.tree_leaves_with_path(params)
+             if "kernel" in jax.tree_util.keystr(p) and l.ndim == 4 and l.shape[:2] == (3, 3)]
+  big = [k for k in kernels if k.shape[-1] >= 64]
+  assert big
+  for k in big:
+    expected = np.sqrt(2.0 / (9 * k.shape[-1]))
+    assert abs(float(np.std(k)) - expected) < 0.1 * expected
+    # PyTorch's Conv2d default would give sqrt(1 / (27 C_in)): sqrt(6 C_in / C_out) smaller
+    assert float(np.std(k)) > 1.5 * np.sqrt(1.0 / (27 * k.shape[-2]))

@@ -91,7 +91,13 @@ def uniform_init(scale: float):
 torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-def torch_conv(*args, impl: ConvImpl, **kwargs) -> nn.Conv:
-  """nn.Conv with PyTorch's default init and the chosen convolution implementation."""
-  return nn.Conv(*args, kernel_init=torch_default_kernel_init,
-                 conv_general_dilated=impl.fn, **kwargs)
+#: torchvision's (and breaching's) ResNet convolutions: ``kaiming_normal_(mode="fan_out",
+#: nonlinearity="relu")``, i.e. N(0, 2 / (k_h k_w C_out)).
+resnet_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def torch_conv(*args, impl: ConvImpl, kernel_init=torch_default_kernel_init,
+               **kwargs) -> nn.Conv:
+  """nn.Conv with a PyTorch init (Conv2d's default unless given) and the chosen
+  convolution implementation."""
+  return nn.Conv(*args, kernel_init=kernel_init, conv_general_dilated=impl.fn, **kwargs)

@@ -6,7 +6,8 @@
   convolution and 3x3 stride 2 max pooling), for 224x224 images.
 
 Every convolution is followed by BatchNorm, which runs on batch statistics in
-training mode (as on a client computing its update).
+training mode (as on a client computing its update). Convolutions are initialised as in
+torchvision and breaching (Kaiming normal, fan-out), the classifier as PyTorch's Linear.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 
-from jaxinvert.models.common import (Activation, ConvImpl, batch_norm, torch_conv,
-                                     torch_default_kernel_init)
+from jaxinvert.models.common import (Activation, ConvImpl, batch_norm, resnet_kernel_init,
+                                     torch_conv, torch_default_kernel_init)
 from jaxinvert.types import CLASSIFIER
 
 
 def _conv(features: int, kernel: int, stride: int, impl: ConvImpl) -> nn.Conv:
   pad = kernel // 2
   return torch_conv(features, (kernel, kernel), strides=(stride, stride),
-                    padding=((pad, pad), (pad, pad)), use_bias=False, impl=impl)
+                    padding=((pad, pad), (pad, pad)), use_bias=False, impl=impl,
+                    kernel_init=resnet_kernel_init)
 
 
 class BasicBlock(nn.Module):

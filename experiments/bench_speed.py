@@ -64,16 +64,27 @@ def parse_cases(text: str) -> list[tuple[str, dict]]:
   return cases
 
 
-def measure_case(config) -> tuple[dict, np.ndarray, np.ndarray]:
-  """One case's jaxinvert row, and the client images and labels it attacked."""
-  reconstruct.validate(config)
-  key = jax.random.key(config.seed)
-  model_key, data_key, client_key, attack_key = jax.random.split(key, 4)
+def _case_keys(config) -> tuple[jax.Array, ...]:
+  """(model, data, client, attack) keys of a case."""
+  return tuple(jax.random.split(jax.random.key(config.seed), 4))
+
+
+def _case_attack(config, images, labels):
+  """The case's victim, the client's update on ``images`` and the attack on it, built as
+  `experiments.reconstruct` does; returns ``(attack, attack_key)``."""
+  model_key, _, client_key, attack_key = _case_keys(config)
   model, variables = common.build_victim(config, model_key)
-  images, labels = common.client_batch(config, data_key)
   out = common.shared_update(config, model, variables, images, labels, client_key)
   update, order = out if config.setting == "fedavg" else (out, None)
   attack = reconstruct.build_attack(config, model, variables, update, order, config.batch_size)
+  return attack, attack_key
+
+
+def measure_case(config) -> tuple[dict, np.ndarray, np.ndarray]:
+  """One case's jaxinvert row, and the client images and labels it attacked."""
+  reconstruct.validate(config)
+  images, labels = common.client_batch(config, _case_keys(config)[1])
+  attack, attack_key = _case_attack(config, images, labels)
   state = jax.jit(attack.init)(attack_key, jnp.asarray(labels))
   step = jax.jit(attack.step)
   compiled = step.lower(state).compile()
@@ -157,12 +168,7 @@ def time_to_psnr(config, images: np.ndarray, labels: np.ndarray, *, target: floa
   if max_seconds <= 0:
     raise ValueError(f"max_seconds must be positive, got {max_seconds}")
   reconstruct.validate(config)
-  key = jax.random.key(config.seed)
-  model_key, _, client_key, attack_key = jax.random.split(key, 4)
-  model, variables = common.build_victim(config, model_key)
-  out = common.shared_update(config, model, variables, images, labels, client_key)
-  update, order = out if config.setting == "fedavg" else (out, None)
-  attack = reconstruct.build_attack(config, model, variables, update, order, config.batch_size)
+  attack, attack_key = _case_attack(config, images, labels)
   restarts = config.restarts
   strategy = runner.Strategy(config.strategy) if config.strategy else runner.default_strategy()
   losses_fn = jax.jit(jax.vmap(attack.evaluate))

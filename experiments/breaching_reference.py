@@ -29,7 +29,6 @@ provide.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import types
@@ -41,6 +40,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import breaching  # noqa: E402
+# Run as a script, so its own folder is on sys.path: the plain-PyTorch reference beside it.
+from torch_reference import environment, step_row, write_row  # noqa: E402
 
 _MODELS = {"convnet": "ConvNet", "resnet18": "resnet18"}
 
@@ -86,8 +87,7 @@ def _quality_run(cfg, server, payload, shared, setup, iterations, mean, std) -> 
   return {"seconds": seconds, "iterations": iterations, "images": images.numpy(),
           "step_size": float(cfg.attack.optim.step_size),
           "tv": float(cfg.attack.regularization.total_variation.scale),
-          "schedule": str(cfg.attack.optim.step_size_decay), "torch": torch.__version__,
-          "threads": torch.get_num_threads(), "device": str(setup["device"]),
+          "schedule": str(cfg.attack.optim.step_size_decay), **environment(setup["device"]),
           "implementation": "breaching 0.1.2 default invertinggradients "
                             "(experiments/breaching_reference.py --quality-iterations)"}
 
@@ -132,9 +132,7 @@ def main() -> None:
   if args.quality_iterations:
     row = _quality_run(cfg, server, payload, shared, setup, args.quality_iterations, mean, std)
     np.save(args.out.replace(".json", "_images.npy"), row.pop("images"))
-    with open(args.out, "w") as f:
-      json.dump(row, f)
-    print(json.dumps(row))
+    write_row(args.out, row)
     return
   cfg.attack.optim.step_size = float(case["lr"])
   cfg.attack.regularization.total_variation.scale = float(case["tv"])
@@ -160,13 +158,8 @@ def main() -> None:
     raise SystemExit(f"breaching_reference: expected {warmup + timed} Adam steps, "
                      f"timed {len(stamps)}")
   per_step = (stamps[-1] - stamps[warmup - 1]) / timed
-  row = {"seconds_per_step": per_step, "its_per_s": 1.0 / per_step,
-         "torch": torch.__version__, "threads": torch.get_num_threads(),
-         "device": str(device),
-         "implementation": "breaching 0.1.2 (experiments/breaching_reference.py)"}
-  with open(args.out, "w") as f:
-    json.dump(row, f)
-  print(json.dumps(row))
+  write_row(args.out, step_row(per_step, device,
+                               "breaching 0.1.2 (experiments/breaching_reference.py)"))
 
 
 if __name__ == "__main__":

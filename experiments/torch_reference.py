@@ -85,6 +85,24 @@ def cosine(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
   return 1 - dot / (na.sqrt() * nb.sqrt() + 1e-12)
 
 
+def environment(device: torch.device) -> dict:
+  """What a row records about the PyTorch that produced it."""
+  return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+          "device": str(device)}
+
+
+def step_row(seconds_per_step: float, device: torch.device, implementation: str) -> dict:
+  """The timing row `bench_speed` reads back (also used by breaching_reference.py)."""
+  return {"seconds_per_step": seconds_per_step, "its_per_s": 1.0 / seconds_per_step,
+          **environment(device), "implementation": implementation}
+
+
+def write_row(path: str, row: dict) -> None:
+  with open(path, "w") as f:
+    json.dump(row, f)
+  print(json.dumps(row))
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--case", required=True, help=".npz written by bench_speed")
@@ -148,13 +166,8 @@ def main() -> None:
     step()
   sync()
   seconds = (time.perf_counter() - start) / int(scalar("timed_steps"))
-  row = {"seconds_per_step": seconds, "its_per_s": 1.0 / seconds,
-         "torch": torch.__version__, "threads": torch.get_num_threads(),
-         "device": str(device),
-         "implementation": "plain PyTorch (experiments/torch_reference.py)"}
-  with open(args.out, "w") as f:
-    json.dump(row, f)
-  print(json.dumps(row))
+  write_row(args.out, step_row(seconds, device,
+                               "plain PyTorch (experiments/torch_reference.py)"))
 
 
 if __name__ == "__main__":

@@ -178,7 +178,8 @@ def time_to_psnr(config, images: np.ndarray, labels: np.ndarray, *, target: floa
   stepper = runner.Stepper(attack, strategy, restarts, restarts, 1, None)
   work = stepper.prepare(states)
   elapsed, step, curve, reached = 0.0, 0, [], None
-  bar = tqdm.tqdm(desc=f"time to {target:.2f} dB", unit="step", leave=False)
+  bar = tqdm.tqdm(desc=f"time to {target:.2f} dB", unit="step", leave=False,
+                  disable=not config.progress)
   while elapsed < max_seconds:
     work, _ = stepper.advance(work, config.log_every)
     states = stepper.collect(work)

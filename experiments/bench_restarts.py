@@ -33,13 +33,34 @@ def parse_variant(text: str) -> tuple[runner.Strategy, int]:
   return runner.Strategy(name), int(fused or 1)
 
 
-def _seconds_per_step(attack, hyps, config, strategy, fused) -> float:
-  """Compiles and warms up, then times ``config.iterations`` steps of all copies."""
+def build_case(config):
+  """The victim, the client's update and the attack of ``config``: (attack, [1, B] labels)."""
+  model, variables = common.build_victim(config, jax.random.key(config.seed))
+  images, labels = common.client_batch(config, jax.random.key(config.seed + 1))
+  update = common.shared_update(config, model, variables, images, labels, None)
+  attack = reconstruct.build_attack(config, model, variables, update, None, config.batch_size)
+  return attack, np.asarray(labels)[None]
+
+
+def seconds_per_step(attack, hyps, config, strategy, fused, mesh=None) -> float:
+  """Compiles and warms up, then times ``config.iterations`` steps of all copies.
+
+  Args:
+    attack: the attack to step.
+    hyps: ``[H, B]`` label hypotheses; copies = H x ``config.restarts``.
+    config: ``seed``, ``restarts``, ``warmup``, ``iterations``.
+    strategy: how the copies are stepped.
+    fused: steps per jitted call.
+    mesh: for SHARDED, the mesh to split the copies over (default: all devices).
+
+  Returns:
+    Wall seconds per step of all copies together (steady state).
+  """
   states = runner.init_states(attack, jax.random.key(config.seed), hyps, config.restarts)
   num = hyps.shape[0] * config.restarts
-  mesh = None
   if strategy == runner.Strategy.SHARDED:
-    mesh = parallel.make_mesh()
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    parallel.check_divisible(num, mesh)
     states = jax.device_put(states, parallel.copies_sharding(mesh))
   stepper = runner.Stepper(attack, strategy, config.restarts, num, fused, mesh)
   work = stepper.prepare(states)
@@ -60,18 +81,14 @@ def measure(config) -> dict:
   for impl in impls:
     cfg = config.copy_and_resolve_references()
     cfg.conv_impl = impl.value
-    model, variables = common.build_victim(cfg, jax.random.key(cfg.seed))
-    images, labels = common.client_batch(cfg, jax.random.key(cfg.seed + 1))
-    update, order = common.shared_update(cfg, model, variables, images, labels, None), None
-    attack = reconstruct.build_attack(cfg, model, variables, update, order, cfg.batch_size)
-    hyps = np.asarray(labels)[None]
+    attack, hyps = build_case(cfg)
     copies = cfg.restarts
     for strategy, fused in variants:
       if strategy == runner.Strategy.SHARDED and copies % jax.device_count():
         continue
       samples = []
       for _ in range(config.repeats):
-        samples.append(_seconds_per_step(attack, hyps, cfg, strategy, fused) / copies)
+        samples.append(seconds_per_step(attack, hyps, cfg, strategy, fused) / copies)
         bar.update(1)
       rows.append({"conv_impl": impl.value, "strategy": strategy.value, "steps_per_call": fused,
                    "seconds_per_restart_step": float(np.median(samples)),

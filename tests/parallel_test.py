@@ -16,6 +16,33 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICES = 8
 
 
+def _scaling() -> dict:
+  """experiments/bench_scaling.py on a tiny LeNet over 1 and all 8 devices."""
+  import tempfile
+
+  from experiments import bench_scaling
+  from experiments.configs import bench_scaling as scaling_config
+
+  c = scaling_config.get_config()
+  c.model, c.width, c.image_size, c.batch_size = "lenet", 2, 8, 2
+  c.devices, c.restarts_per_device, c.steps_per_call, c.iterations = "1,8", "1,2", 2, 2
+  c.progress = False
+  workdir = tempfile.mkdtemp()
+  out = bench_scaling.run(c, workdir)
+  errors = {}
+  for field, value in (("devices", "16"), ("restarts_per_device", "0")):
+    bad = c.copy_and_resolve_references()
+    bad[field] = value
+    try:
+      bench_scaling.run(bad, workdir)
+    except ValueError as e:
+      errors[field] = str(e)
+  return {"rows": [[r["devices"], r["restarts_per_device"], r["copies"],
+                    r["restart_its_per_s"]] for r in out["rows"]],
+          "efficiency_8dev": out["efficiency_8dev"],
+          "files": sorted(os.listdir(workdir)), "errors": errors}
+
+
 def _worker() -> None:
   import jax
   import jax.numpy as jnp
@@ -49,6 +76,7 @@ def _worker() -> None:
   except ValueError as e:
     errors["indivisible"] = str(e)
   print(json.dumps({
+      "scaling": _scaling(),
       "devices": jax.device_count(),
       "shards": shards,
       "sharding_spec": str(latent.sharding.spec),
@@ -87,6 +115,19 @@ def test_sharded_equals_single_device(report):
 
 def test_indivisible_copies_raise_a_clear_error(report):
   assert "does not divide over 8 devices" in report["errors"]["indivisible"]
+
+
+def test_scaling_benchmark_runs_over_submeshes(report):
+  scaling = report["scaling"]
+  assert [row[:3] for row in scaling["rows"]] == [[1, 1, 1], [1, 2, 2], [8, 1, 8], [8, 2, 16]]
+  assert all(row[3] > 0 for row in scaling["rows"])
+  one, eight = scaling["rows"][1][3], scaling["rows"][3][3]
+  assert scaling["efficiency_8dev"] == pytest.approx(eight / (8 * one))
+  assert {"results.json", "throughput_vs_restarts.png",
+          "throughput_vs_devices.png"} <= set(scaling["files"])
+  assert "config.devices" in scaling["errors"]["devices"]
+  assert "8 available" in scaling["errors"]["devices"]
+  assert "config.restarts_per_device" in scaling["errors"]["restarts_per_device"]
 
 
 if __name__ == "__main__":

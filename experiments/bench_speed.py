@@ -202,6 +202,32 @@ def time_to_psnr(config, images: np.ndarray, labels: np.ndarray, *, target: floa
           "curve": curve}
 
 
+def reference_curve(path: str, images: np.ndarray, labels: np.ndarray, *,
+                    final_psnr: float) -> tuple[list[dict], int | None]:
+  """breaching's PSNR along its run, from the snapshots `breaching_reference.py` saved.
+
+  Shows how soon breaching itself had its final PSNR (it has no early stop, so its time
+  is always the whole run's).
+
+  Args:
+    path: the ``*_trajectory.npz`` (``steps``, ``seconds``, ``images``); may be absent.
+    images, labels: the client's batch.
+    final_psnr: PSNR of breaching's answer.
+
+  Returns:
+    ``([{"step", "seconds", "psnr"}, ...], first recorded step with PSNR >= final_psnr or
+    None)``; ``([], None)`` without a trajectory.
+  """
+  if not os.path.exists(path):
+    return [], None
+  curve = []
+  with np.load(path) as traj:
+    for step, seconds, snapshot in zip(traj["steps"], traj["seconds"], traj["images"]):
+      psnr = metrics.reconstruction_report(snapshot, images, labels, labels)["psnr"]
+      curve.append({"step": int(step), "seconds": float(seconds), "psnr": psnr})
+  return curve, next((c["step"] for c in curve if c["psnr"] >= final_psnr), None)
+
+
 def quality_case(config, workdir: str, name: str, images: np.ndarray, labels: np.ndarray,
                  results: dict) -> None:
   """breaching's default attack on the case's images, then jaxinvert's time to its PSNR."""
@@ -209,13 +235,18 @@ def quality_case(config, workdir: str, name: str, images: np.ndarray, labels: np
   case = _save_case(config, folder, name, images, labels)
   ref, error = _run_reference(config.reference_python, "breaching_reference.py", case,
                               os.path.join(folder, f"{name}_breaching_quality.json"),
-                              "--quality-iterations", str(config.reference_iterations))
+                              "--quality-iterations", str(config.reference_iterations),
+                              "--record-every", str(config.log_every))
   if ref is None:
     raise RuntimeError(f"breaching's default attack failed on case {name}:\n{error}")
   recon = np.load(os.path.join(folder, f"{name}_breaching_quality_images.npy"))
   ref["psnr"] = metrics.reconstruction_report(recon, images, labels, labels)["psnr"]
+  ref["curve"], ref["first_step_at_final_psnr"] = reference_curve(
+      os.path.join(folder, f"{name}_breaching_quality_trajectory.npz"), images, labels,
+      final_psnr=ref["psnr"])
   print(f"  {name:22s} breaching default attack, {ref['iterations']} its: "
-        f"{ref['psnr']:.2f} dB in {ref['seconds']:.1f} s", flush=True)
+        f"{ref['psnr']:.2f} dB in {ref['seconds']:.1f} s (first at or above it: step "
+        f"{ref['first_step_at_final_psnr']})", flush=True)
   spec = _with_overrides(config, f"iterations={config.reference_iterations},"
                          f"{config.quality_attack}")
   ours = time_to_psnr(spec, images, labels, target=ref["psnr"],
@@ -235,7 +266,8 @@ def quality_case(config, workdir: str, name: str, images: np.ndarray, labels: np
   viz.curves(path, {"jaxinvert": ([c["seconds"] for c in ours["curve"]],
                                   [c["psnr"] for c in ours["curve"]]),
                     f"breaching default ({ref['iterations']} its)": (
-                        [ref["seconds"]], [ref["psnr"]])},
+                        [c["seconds"] for c in ref["curve"]] + [ref["seconds"]],
+                        [c["psnr"] for c in ref["curve"]] + [ref["psnr"]])},
              xlabel="wall seconds", ylabel="PSNR (dB)", markers=True,
              title=f"{name}: time to breaching's PSNR")
   results.setdefault("figures", []).append(path)

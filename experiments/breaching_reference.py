@@ -78,20 +78,48 @@ def _shared_update(model, loss_fn, images, labels, case):
   return delta, hyper
 
 
-def _quality_run(cfg, server, payload, shared, setup, iterations, mean, std) -> dict:
+def _quality_run(cfg, server, payload, shared, setup, iterations, mean, std,
+                 record_every: int) -> dict:
   """breaching's default `invertinggradients` attack (its step size, TV weight, step-lr
   schedule, one trial) with ``max_iterations = iterations``: wall seconds of the whole
-  ``reconstruct`` call and the reconstruction in [0, 1], NHWC."""
+  ``reconstruct`` call and the reconstruction in [0, 1], NHWC (breaching's answer: its
+  lowest-objective candidate). With ``record_every > 0`` also the candidate every that
+  many Adam steps and the wall seconds at which it was taken (``trajectory``), so the
+  PSNR breaching had along the way can be measured; the copy to host costs a
+  synchronisation per snapshot, counted in its time."""
   cfg.attack.optim.max_iterations = iterations
   attacker = breaching.attacks.prepare_attack(server.model, server.loss, cfg.attack, setup)
   sync = torch.cuda.synchronize if setup["device"].type == "cuda" else (lambda: None)
+  to_pixels = lambda x: (x.detach().cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1)
+  snapshots: list[tuple[int, float, np.ndarray]] = []
+  adam_step = torch.optim.Adam.step
+
+  def recording_step(self, *args, **kwargs):
+    out = adam_step(self, *args, **kwargs)
+    self.jaxinvert_steps = getattr(self, "jaxinvert_steps", 0) + 1
+    if record_every and self.jaxinvert_steps % record_every == 0:
+      candidate = self.param_groups[0]["params"][0]
+      snapshots.append((self.jaxinvert_steps, time.perf_counter() - start,
+                        to_pixels(candidate).numpy()))
+    return out
+
+  torch.optim.Adam.step = recording_step
   sync()
   start = time.perf_counter()
-  out, _ = attacker.reconstruct([payload], [shared], {}, dryrun=False)
-  sync()
+  try:
+    out, _ = attacker.reconstruct([payload], [shared], {}, dryrun=False)
+    sync()
+  finally:
+    torch.optim.Adam.step = adam_step
   seconds = time.perf_counter() - start
-  images = (out["data"].detach().cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1)
+  images = to_pixels(out["data"])
+  trajectory = None
+  if snapshots:
+    trajectory = {"steps": np.array([s[0] for s in snapshots]),
+                  "seconds": np.array([s[1] for s in snapshots]),
+                  "images": np.stack([s[2] for s in snapshots])}
   return {"seconds": seconds, "iterations": iterations, "images": images.numpy(),
+          "trajectory": trajectory, "record_every": record_every,
           "step_size": float(cfg.attack.optim.step_size),
           "tv": float(cfg.attack.regularization.total_variation.scale),
           "schedule": str(cfg.attack.optim.step_size_decay), **environment(setup["device"]),
@@ -106,6 +134,9 @@ def main() -> None:
   parser.add_argument("--quality-iterations", type=int, default=0,
                       help="> 0: run breaching's default attack for this many iterations "
                       "and save its reconstruction instead of timing steps")
+  parser.add_argument("--record-every", type=int, default=0,
+                      help="with --quality-iterations: also save the candidate every N "
+                      "steps (<out>_trajectory.npz)")
   args = parser.parse_args()
   raw = np.load(args.case)
   case = {k: raw[k].item() for k in raw.files if raw[k].ndim == 0}
@@ -139,8 +170,12 @@ def main() -> None:
 
   cfg.attack.optim.callback = 10 ** 9  # no printing inside the loop
   if args.quality_iterations:
-    row = _quality_run(cfg, server, payload, shared, setup, args.quality_iterations, mean, std)
+    row = _quality_run(cfg, server, payload, shared, setup, args.quality_iterations, mean, std,
+                       args.record_every)
     np.save(args.out.replace(".json", "_images.npy"), row.pop("images"))
+    trajectory = row.pop("trajectory")
+    if trajectory is not None:
+      np.savez(args.out.replace(".json", "_trajectory.npz"), **trajectory)
     write_row(args.out, row)
     return
   cfg.attack.optim.step_size = float(case["lr"])

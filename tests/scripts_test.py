@@ -113,6 +113,27 @@ def test_time_to_psnr_stops_at_target_or_budget():
   assert never["final_psnr"] == never["curve"][-1]["psnr"] < 1e9
 
 
+def test_reference_curve_reads_breachings_trajectory(tmp_path):
+  rng = np.random.default_rng(0)
+  images = rng.uniform(size=(2, 8, 8, 3)).astype(np.float32)
+  labels = np.array([1, 2])
+  noise = [0.4, 0.1, 0.2]  # PSNR rises, then falls
+  snapshots = np.stack([np.clip(images + n * rng.standard_normal(images.shape), 0, 1)
+                        for n in noise]).astype(np.float32)
+  path = str(tmp_path / "case_trajectory.npz")
+  np.savez(path, steps=np.array([10, 20, 30]), seconds=np.array([1.0, 2.0, 3.0]),
+           images=snapshots)
+  curve, first = bench_speed.reference_curve(path, images, labels, final_psnr=18.0)
+  assert [c["step"] for c in curve] == [10, 20, 30]
+  psnrs = [c["psnr"] for c in curve]
+  assert psnrs[1] > psnrs[2] > psnrs[0]
+  assert first == 20 and psnrs[0] < 18.0 <= psnrs[1]
+  _, never = bench_speed.reference_curve(path, images, labels, final_psnr=99.0)
+  assert never is None
+  assert bench_speed.reference_curve(str(tmp_path / "absent.npz"), images, labels,
+                                     final_psnr=1.0) == ([], None)
+
+
 def test_bench_fedavg_memory_remat_saves_memory(tmp_path):
   c = memory_config.get_config()
   c.batch_size, c.local_batch_size, c.epochs, c.repeats = 4, 1, "2", 1

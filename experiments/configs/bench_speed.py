@@ -46,4 +46,6 @@ def get_config():
   # length) defaults to reference_iterations; override it here too.
   c.quality_attack = "tv=0.8,lr=0.025,init=gaussian"
   c.quality_max_factor = 1.0   # give up after this x breaching's seconds
+  # log_every (base config): jaxinvert's PSNR is read, and breaching's candidate saved,
+  # every log_every steps.
   return c

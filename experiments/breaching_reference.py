@@ -36,6 +36,7 @@ provide.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 import types
@@ -78,6 +79,25 @@ def _shared_update(model, loss_fn, images, labels, case):
   return delta, hyper
 
 
+@contextlib.contextmanager
+def _after_each_adam_step(callback):
+  """Calls ``callback(optimizer, n)`` after the n-th `torch.optim.Adam.step` (n from 1)
+  inside the block; breaching's attack steps with `torch.optim.Adam`."""
+  adam_step, count = torch.optim.Adam.step, [0]
+
+  def wrapped(self, *args, **kwargs):
+    out = adam_step(self, *args, **kwargs)
+    count[0] += 1
+    callback(self, count[0])
+    return out
+
+  torch.optim.Adam.step = wrapped
+  try:
+    yield
+  finally:
+    torch.optim.Adam.step = adam_step
+
+
 def _quality_run(cfg, server, payload, shared, setup, iterations, mean, std,
                  record_every: int) -> dict:
   """breaching's default `invertinggradients` attack (its step size, TV weight, step-lr
@@ -92,25 +112,17 @@ def _quality_run(cfg, server, payload, shared, setup, iterations, mean, std,
   sync = torch.cuda.synchronize if setup["device"].type == "cuda" else (lambda: None)
   to_pixels = lambda x: (x.detach().cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1)
   snapshots: list[tuple[int, float, np.ndarray]] = []
-  adam_step = torch.optim.Adam.step
 
-  def recording_step(self, *args, **kwargs):
-    out = adam_step(self, *args, **kwargs)
-    self.jaxinvert_steps = getattr(self, "jaxinvert_steps", 0) + 1
-    if record_every and self.jaxinvert_steps % record_every == 0:
-      candidate = self.param_groups[0]["params"][0]
-      snapshots.append((self.jaxinvert_steps, time.perf_counter() - start,
-                        to_pixels(candidate).numpy()))
-    return out
+  def record(optimizer, step):
+    if record_every and step % record_every == 0:
+      candidate = optimizer.param_groups[0]["params"][0]
+      snapshots.append((step, time.perf_counter() - start, to_pixels(candidate).numpy()))
 
-  torch.optim.Adam.step = recording_step
   sync()
   start = time.perf_counter()
-  try:
+  with _after_each_adam_step(record):
     out, _ = attacker.reconstruct([payload], [shared], {}, dryrun=False)
     sync()
-  finally:
-    torch.optim.Adam.step = adam_step
   seconds = time.perf_counter() - start
   images = to_pixels(out["data"])
   trajectory = None
@@ -185,19 +197,16 @@ def main() -> None:
   if warmup < 1 or timed < 1:
     raise SystemExit("breaching_reference: warmup and timed_steps must be >= 1")
   stamps: list[float] = []
-  adam_step = torch.optim.Adam.step
 
-  def timed_step(self, *args, **kwargs):
-    out = adam_step(self, *args, **kwargs)
+  def stamp(optimizer, step):
+    del optimizer, step
     sync()
     stamps.append(time.perf_counter())
-    return out
 
-  torch.optim.Adam.step = timed_step
   cfg.attack.optim.max_iterations = warmup + timed
   attacker = breaching.attacks.prepare_attack(server.model, server.loss, cfg.attack, setup)
-  attacker.reconstruct([payload], [shared], {}, dryrun=False)
-  torch.optim.Adam.step = adam_step
+  with _after_each_adam_step(stamp):
+    attacker.reconstruct([payload], [shared], {}, dryrun=False)
   if len(stamps) != warmup + timed:
     raise SystemExit(f"breaching_reference: expected {warmup + timed} Adam steps, "
                      f"timed {len(stamps)}")

@@ -84,7 +84,8 @@ def _lenet():
 
 
 @pytest.mark.parametrize("method", [labels.Method.CLUSTER, labels.Method.ILRG,
-                                    labels.Method.GENG_BIAS, labels.Method.SELECT])
+                                    labels.Method.GENG_BIAS, labels.Method.SELECT,
+                                    labels.Method.FIT])
 def test_fedsgd_recovers_multiset_with_duplicates(method):
   model, variables = _lenet()
   x, y = _batch([1, 1, 1, 4, 7], seed=2, shape=model.image_shape)

@@ -1,0 +1,121 @@
+"""Count vectors: the last layer's gradient, rounding scores to counts, ranked alternatives.
+
+Shared by the label estimators of `jaxinvert.labels` and the per-image logit fit of
+`jaxinvert.label_fit`.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxinvert.types import CLASSIFIER, Params, Variables
+
+
+def classifier_grads(update: Params) -> tuple[jax.Array, jax.Array | None]:
+  """The last layer's weight gradient as ``[N, d]`` and its bias gradient ``[N]`` (or None)."""
+  if not isinstance(update, dict) or CLASSIFIER not in update or "kernel" not in update[
+      CLASSIFIER]:
+    keys = list(update) if isinstance(update, dict) else type(update).__name__
+    raise ValueError(f"the update has no last layer {CLASSIFIER!r} with a 'kernel'; got {keys}")
+  layer = update[CLASSIFIER]
+  return jnp.asarray(layer["kernel"]).T, (None if layer.get("bias") is None else
+                                          jnp.asarray(layer["bias"]))
+
+
+def check_update(update: Params, variables: Variables, num_images: int) -> None:
+  """Raises ValueError for K <= 0, a last layer not matching the model, or NaN/Inf."""
+  if num_images <= 0:
+    raise ValueError(f"num_images (K) must be positive, got {num_images}")
+  weight, bias = classifier_grads(update)
+  kernel = variables["params"][CLASSIFIER]["kernel"]
+  if weight.shape != kernel.T.shape:
+    raise ValueError(f"the update's last layer has shape {weight.T.shape}, the model's "
+                     f"{kernel.shape}")
+  try:
+    finite = bool(jnp.all(jnp.isfinite(weight))) and (bias is None or bool(
+        jnp.all(jnp.isfinite(bias))))
+  except jax.errors.ConcretizationTypeError:
+    return  # traced: values unknown here
+  if not finite:
+    raise ValueError("the update's last layer contains NaN or Inf")
+
+
+def round_counts(scores: jax.Array, num_images: int) -> jax.Array:
+  """The non-negative integer vector summing to K nearest to ``scores`` (squared error).
+
+  Greedy unit allocation, which is optimal for this separable convex cost: each of
+  the K units goes to the class with the largest ``scores_n - counts_n``.
+  """
+  scores = jnp.asarray(scores, jnp.float32)
+
+  def add_one(_, counts):
+    return counts.at[jnp.argmax(scores - counts)].add(1)
+
+  return jax.lax.fori_loop(0, num_images, add_one, jnp.zeros(scores.shape, jnp.int32))
+
+
+def hypotheses(scores: jax.Array, *, num_images: int, num: int, candidates: int = 8,
+               strict: bool = True) -> jax.Array:
+  """The ``num`` most likely count vectors, best first, all distinct.
+
+  Likelihood: squared distance to ``scores``. Alternatives to `round_counts` move one
+  or two units between the ``candidates`` classes whose scores sit closest to a
+  rounding boundary (the smallest margins).
+
+  Args:
+    scores: real-valued counts ``[N]``.
+    num_images: K, the sum of every count vector.
+    num: how many vectors.
+    candidates: classes among which units move.
+    strict: raise when fewer than ``num`` distinct valid vectors exist; with False the
+      tail is padded with repeated or invalid (negative) rows, which callers must mask
+      (`jaxinvert.label_fit` does), so that the shape is static under any scores.
+
+  Returns:
+    ``[num, N]`` int32.
+
+  Raises:
+    ValueError: fewer distinct count vectors exist among the moves than ``num`` (strict).
+  """
+  if num <= 0:
+    raise ValueError(f"the number of hypotheses must be positive, got {num}")
+  scores = jnp.asarray(scores, jnp.float32)
+  best = round_counts(scores, num_images)
+  if num == 1:
+    return best[None]
+  n_classes = scores.shape[0]
+  m = min(candidates, n_classes)
+  margin = jnp.abs(jnp.abs(scores - best) - 0.5)  # 0 = on the boundary
+  cand = jnp.argsort(margin)[:m]
+  pairs = [(i, j) for i in range(m) for j in range(m) if i != j]
+  moves = [()] + [(p,) for p in pairs] + list(itertools.combinations(pairs, 2))
+  slot_delta = np.zeros((len(moves), m), np.int32)  # in candidate slots, static
+  for row, move in enumerate(moves):
+    for i, j in move:
+      slot_delta[row, i] += 1
+      slot_delta[row, j] -= 1
+  options = best[None] + jnp.asarray(slot_delta) @ jax.nn.one_hot(cand, n_classes,
+                                                                 dtype=jnp.int32)
+  cost = jnp.sum(jnp.square(options - scores[None]), axis=1)
+  cost = jnp.where(jnp.all(options >= 0, axis=1), cost, jnp.inf)
+  # Deduplicate (different moves can give one vector): keep the first of equal rows.
+  order = jnp.argsort(cost, stable=True)
+  options, cost = options[order], cost[order]
+  same = jnp.all(options[:, None] == options[None], axis=-1)
+  earlier = jnp.tril(same, k=-1).any(axis=1)
+  cost = jnp.where(earlier, jnp.inf, cost)
+  order = jnp.argsort(cost, stable=True)
+  if not strict:  # static shape: cycle through the options when there are fewer than num
+    return options[order[np.arange(num) % options.shape[0]]]
+  try:
+    available = int(jnp.sum(jnp.isfinite(cost)))
+  except jax.errors.ConcretizationTypeError:
+    available = num
+  if available < num:
+    raise ValueError(f"asked for {num} label hypotheses, only {available} distinct ones exist "
+                     f"within two unit moves")
+  return options[order[:num]]

@@ -1,0 +1,195 @@
+r"""Per-image logit fit: find the count vector that the last layer's gradient certifies (ours).
+
+Notation of `jaxinvert.labels`: K images, N classes, last layer ``z_k = W o_k + b`` with
+W ``[N, d]``, ``p_k = softmax(z_k)``, one-hot ``y_k``, ``g_k = p_k - y_k`` and mean
+cross-entropy, so that ``K dW = sum_k g_k o_k^T`` and ``K db = sum_k g_k``. Multiplying
+the weight gradient by the (known) weights on the right,
+
+  T := K dW W^T = sum_k g_k (z_k - b)^T        [N, N]
+  K db          = sum_k g_k                    [N]
+
+Both depend on the private images only through their K logit vectors: the features'
+components that the classifier ignores drop out, and with them most of the unknowns
+(d per image become N). A count vector fixes the one-hot rows ``y_k`` up to the order of
+the images, which does not matter. So for each candidate count vector c the unknowns are
+K N logits and the equations N^2 + N; for K < N there are more equations than unknowns
+(T has rank K: K (2N - K) free entries, plus N), the true c is fitted exactly (residual
+zero to float precision) and a wrong c, generically, is not. The residual therefore
+certifies a count vector, which none of the closed forms (Geng et al., iLRG) can do:
+they all assume how the batch's softmax mass is spread, which training breaks (see the
+README, Labels), while here each image's softmax is fitted.
+
+Search: candidate count vectors from other estimators' hypotheses, each fitted by
+Levenberg-Marquardt from several starts; then, from the best fits, the bias form with
+the fitted softmax (``c = sum_k softmax(z_k) - K db``, exact for the true logits) and its
+hypotheses, fitted again, for some rounds. The answer is the lowest residual. The fit
+is dense (an ``[KN, KN]`` solve per iteration), meant for K N up to a few thousand; for
+K >= N the equations no longer pin the logits and `jaxinvert.labels` does not call it.
+
+Tried and not kept (before this module): fitting the d-dimensional features instead of
+the logits with projected Adam was barely over-determined (K (N + d - K) equations for
+K d unknowns) and did not converge; see the README.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxinvert.counts import classifier_grads, hypotheses
+from jaxinvert.types import CLASSIFIER, Params, Variables
+
+
+class Targets(NamedTuple):
+  """Attributes: ``moments`` T = K dW W^T ``[N, N]``; ``bias_grad`` K db ``[N]``;
+  ``bias`` the classifier's b ``[N]``; ``scale`` the squared norm of (T, K db)."""
+
+  moments: jax.Array
+  bias_grad: jax.Array
+  bias: jax.Array
+  scale: jax.Array
+
+
+class Fit(NamedTuple):
+  """Attributes: ``residual`` relative squared residual (0 = exact fit); ``scores`` the
+  bias form with the fitted softmax, ``sum_k softmax(z_k) - K db`` ``[N]``."""
+
+  residual: jax.Array
+  scores: jax.Array
+
+
+def targets(update: Params, *, variables: Variables, num_images: int) -> Targets:
+  """T and K db of the docstring from a gradient and the weights it was taken at."""
+  weight, bias_grad = classifier_grads(update)
+  if bias_grad is None:
+    raise ValueError("the logit fit needs a last layer with a bias")
+  layer = variables["params"][CLASSIFIER]
+  moments = num_images * weight @ layer["kernel"]
+  bias_grad = num_images * bias_grad
+  scale = jnp.sum(jnp.square(moments)) + jnp.sum(jnp.square(bias_grad))
+  return Targets(moments, bias_grad, jnp.asarray(layer["bias"]), scale)
+
+
+def residual(logits: jax.Array, *, onehot: jax.Array, target: Targets) -> jax.Array:
+  """``(sum_k g_k (z_k - b)^T - T, sum_k g_k - K db)`` flattened, for logits ``[K, N]``."""
+  g = jax.nn.softmax(logits) - onehot
+  return jnp.concatenate([(g.T @ (logits - target.bias) - target.moments).ravel(),
+                          g.sum(axis=0) - target.bias_grad])
+
+
+def class_logits(update: Params, *, variables: Variables) -> jax.Array:
+  """A start for each class's images: the logits of ``dW_n / db_n`` (iLRG's class
+  feature), ``[N, N]``, made finite."""
+  weight, bias_grad = classifier_grads(update)
+  layer = variables["params"][CLASSIFIER]
+  safe = jnp.where(jnp.abs(bias_grad) > 1e-30, bias_grad, 1e-30)
+  logits = (weight / safe[:, None]) @ layer["kernel"] + layer["bias"]
+  return jnp.clip(jnp.where(jnp.isfinite(logits), logits, 0.0), -50.0, 50.0)
+
+
+def _levenberg_marquardt(fn, x0: jax.Array, iterations: int) -> tuple[jax.Array, jax.Array]:
+  """Minimises ``|fn(x)|^2``; returns ``(x, cost)``. Steps that do not lower the cost are
+  rejected and the damping raised (Marquardt's diagonal scaling)."""
+
+  def body(carry, _):
+    x, damping, cost = carry
+    res, jac = fn(x), jax.jacfwd(fn)(x)
+    hess, grad = jac.T @ jac, jac.T @ res
+    step = jnp.linalg.solve(hess + damping * jnp.diag(jnp.diag(hess) + 1e-9), -grad)
+    new_cost = jnp.sum(jnp.square(fn(x + step)))
+    better = new_cost < cost  # False for NaN
+    return (jnp.where(better, x + step, x),
+            jnp.clip(jnp.where(better, damping * 0.3, damping * 10.0), 1e-12, 1e12),
+            jnp.where(better, new_cost, cost)), None
+
+  cost0 = jnp.sum(jnp.square(fn(x0)))
+  cost0 = jnp.where(jnp.isfinite(cost0), cost0, jnp.inf)
+  (x, _, cost), _ = jax.lax.scan(body, (x0, jnp.float32(1e-2), cost0), None,
+                                 length=iterations)
+  return x, cost
+
+
+def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_from: jax.Array,
+               num_images: int, starts: int = 3, iterations: int = 100) -> Fit:
+  """Fits K logit vectors to ``target`` with the labels of ``counts``; the best of ``starts``.
+
+  Args:
+    key: PRNG key for the starts' noise.
+    counts: candidate count vector ``[N]`` int; one that is negative somewhere or does
+      not sum to K gets an infinite residual.
+    target: from `targets`.
+    starts_from: per-class start logits ``[N, N]`` (`class_logits`).
+    num_images: K.
+    starts: Levenberg-Marquardt runs; start s is the class logits plus noise of scale
+      0.1 (s = 0 mod 3) or 1 (s = 1), or the bias plus 4 on the class (s = 2).
+    iterations: Levenberg-Marquardt iterations per start.
+
+  Returns:
+    A `Fit`.
+  """
+  num_classes = counts.shape[0]
+  valid = jnp.all(counts >= 0) & (jnp.sum(counts) == num_images)
+  label = jnp.repeat(jnp.arange(num_classes), jnp.maximum(counts, 0),
+                     total_repeat_length=num_images)
+  onehot = jax.nn.one_hot(label, num_classes)
+  shape = (num_images, num_classes)
+  fn = lambda x: residual(x.reshape(shape), onehot=onehot, target=target)
+
+  def one_start(start_key, kind):
+    noise = jax.random.normal(start_key, shape)
+    x0 = jnp.select([kind == 0, kind == 1],
+                    [starts_from[label] + 0.1 * noise, starts_from[label] + noise],
+                    target.bias + 4.0 * onehot + noise)
+    x, cost = _levenberg_marquardt(fn, x0.ravel(), iterations)
+    return x.reshape(shape), cost
+
+  logits, cost = jax.vmap(one_start)(jax.random.split(key, starts), jnp.arange(starts) % 3)
+  best = jnp.argmin(jnp.where(jnp.isfinite(cost), cost, jnp.inf))
+  rel = jnp.where(valid, cost[best] / jnp.maximum(target.scale, 1e-30), jnp.inf)
+  scores = jax.nn.softmax(logits[best]).sum(axis=0) - target.bias_grad
+  return Fit(rel, scores)
+
+
+def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables: Variables,
+           num_images: int, per_source: int = 8, rounds: int = 2, keep: int = 4,
+           starts: int = 3, iterations: int = 100) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The count vector with the lowest fit residual among candidates (module docstring).
+
+  Args:
+    key: PRNG key.
+    base_scores: ``[M, N]`` real-valued counts from M other estimators; each gives its
+      ``per_source`` most likely count vectors (`counts.hypotheses`) as candidates.
+    update: gradient tree (FedSGD gradient, or a FedAvg average gradient).
+    variables: the weights it was taken at.
+    num_images: K.
+    per_source: hypotheses taken from each source, and from each kept fit per round.
+    rounds: refinement rounds; each takes the ``keep`` best fits so far and fits the
+      hypotheses of their fitted bias-form scores.
+    keep: fits refined per round.
+    starts, iterations: of each fit (`fit_counts`).
+
+  Returns:
+    ``(scores [N], counts [N] int32, residual)`` of the best fit; a residual near zero
+    (1e-8 and below in float32) certifies the count vector.
+  """
+  target = targets(update, variables=variables, num_images=num_images)
+  starts_from = class_logits(update, variables=variables)
+  fit_all = jax.vmap(lambda k, c: fit_counts(k, counts=c, target=target,
+                                             starts_from=starts_from,
+                                             num_images=num_images, starts=starts,
+                                             iterations=iterations))
+  propose = jax.vmap(lambda s: hypotheses(s, num_images=num_images, num=per_source,
+                                          strict=False))
+  num_classes = base_scores.shape[-1]
+  candidates = propose(base_scores).reshape(-1, num_classes)
+  fits = fit_all(jax.random.split(key, candidates.shape[0]), candidates)
+  for r in range(rounds):
+    top = jnp.argsort(fits.residual)[:keep]
+    new = propose(fits.scores[top]).reshape(-1, num_classes)
+    new_fits = fit_all(jax.random.split(jax.random.fold_in(key, r + 1), new.shape[0]), new)
+    candidates = jnp.concatenate([candidates, new])
+    fits = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), fits, new_fits)
+  best = jnp.argmin(fits.residual)
+  return fits.scores[best], candidates[best].astype(jnp.int32), fits.residual[best]

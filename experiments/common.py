@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import functools
 import logging
 import os
 import time
@@ -194,7 +195,9 @@ def restore_labels(config, model: Model, variables, update, key: jax.Array):
   common = dict(method=labels.Method(method), features_fn=model.features,
                 num_images=config.batch_size, image_shape=model.image_shape)
   if config.setting == "fedsgd":
-    return method, labels.restore(key, update=update, variables=variables, **common)
+    labels.check_update(update, variables, config.batch_size)  # the NaN check needs values
+    restore = jax.jit(functools.partial(labels.restore, **common))
+    return method, restore(key, update=update, variables=variables)
   steps = victim.local_steps(config.batch_size, local_epochs=config.local_epochs,
                              local_batch_size=local_batch_size(config))
   return method, labels.restore_fedavg(key, start=variables, end=update,

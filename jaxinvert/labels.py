@@ -293,9 +293,11 @@ class Method(enum.Enum):
 
 
 #: The method the experiment scripts use for B > 1. Chosen on the label grids of the
-#: README (experiments/configs/labels_grid.py): of all methods, SELECT had the most exact
-#: count vectors summed over the cells on LeNet, ConvNet and ResNet-18 alike.
-DEFAULT_METHOD = Method.SELECT
+#: README: where 2K > N (experiments/configs/labels_grid.py) FIT is SELECT, which had the
+#: most exact count vectors summed over the cells on LeNet, ConvNet and ResNet-18 alike;
+#: where 2K <= N (labels_small.py) FIT was exact at least as often as SELECT in every
+#: cell, untrained and trained.
+DEFAULT_METHOD = Method.FIT
 
 
 def restore(key: jax.Array, *, method: Method, update: Params, features_fn: FeaturesFn,
@@ -401,7 +403,12 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
   With `StatsPoint.TRAJECTORY` the estimate is the mean of the estimates at
   ``trajectory_points`` weights evenly interpolated from theta_0 to theta_T (the
   counts formula is linear in the dummy statistics, so this averages them).
+  `Method.FIT` runs as `Method.SELECT` here: its fit certifies one gradient taken at
+  known weights, which the average over a local trajectory is not (except for a single
+  local step).
   """
+  if Method(method) == Method.FIT:
+    method = Method.SELECT
   delta = jax.tree.map(jnp.subtract, end["params"], start["params"])
   gradient = fedavg_gradient(delta, local_lr=local_lr, steps=local_steps)
   if stats_point == StatsPoint.START:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-import json
-import sys
 import functools
+import json
 import logging
 import os
+import sys
 import time
 from typing import Any, Callable
 

@@ -26,6 +26,16 @@ def classifier_grads(update: Params) -> tuple[jax.Array, jax.Array | None]:
                                           jnp.asarray(layer["bias"]))
 
 
+def class_features(update: Params) -> jax.Array:
+  """iLRG's class-wise mean features ``dW_n / db_n`` ``[N, d]`` (Ma et al., ICLR 2023): exact
+  for a class whose images share one feature vector when no other image puts mass on it.
+  A zero bias gradient is replaced by 1e-30."""
+  weight, bias = classifier_grads(update)
+  if bias is None:
+    raise ValueError("class features need a last layer with a bias")
+  return weight / jnp.where(jnp.abs(bias) > 1e-30, bias, 1e-30)[:, None]
+
+
 def check_update(update: Params, variables: Variables, num_images: int) -> None:
   """Raises ValueError for K <= 0, a last layer not matching the model, or NaN/Inf."""
   if num_images <= 0:

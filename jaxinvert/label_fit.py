@@ -38,7 +38,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxinvert.counts import classifier_grads, hypotheses
+from jaxinvert.counts import class_features, classifier_grads, hypotheses
 from jaxinvert.types import CLASSIFIER, Params, Variables
 
 
@@ -82,10 +82,8 @@ def residual(logits: jax.Array, *, onehot: jax.Array, target: Targets) -> jax.Ar
 def class_logits(update: Params, *, variables: Variables) -> jax.Array:
   """A start for each class's images: the logits of ``dW_n / db_n`` (iLRG's class
   feature), ``[N, N]``, made finite."""
-  weight, bias_grad = classifier_grads(update)
   layer = variables["params"][CLASSIFIER]
-  safe = jnp.where(jnp.abs(bias_grad) > 1e-30, bias_grad, 1e-30)
-  logits = (weight / safe[:, None]) @ layer["kernel"] + layer["bias"]
+  logits = class_features(update) @ layer["kernel"] + layer["bias"]
   return jnp.clip(jnp.where(jnp.isfinite(logits), logits, 0.0), -50.0, 50.0)
 
 
@@ -94,20 +92,22 @@ def _levenberg_marquardt(fn, x0: jax.Array, iterations: int) -> tuple[jax.Array,
   rejected and the damping raised (Marquardt's diagonal scaling)."""
 
   def body(carry, _):
-    x, damping, cost = carry
-    res, jac = fn(x), jax.jacfwd(fn)(x)
+    x, res, damping, cost = carry
+    jac = jax.jacfwd(fn)(x)
     hess, grad = jac.T @ jac, jac.T @ res
     step = jnp.linalg.solve(hess + damping * jnp.diag(jnp.diag(hess) + 1e-9), -grad)
-    new_cost = jnp.sum(jnp.square(fn(x + step)))
+    new_res = fn(x + step)
+    new_cost = jnp.sum(jnp.square(new_res))
     better = new_cost < cost  # False for NaN
-    return (jnp.where(better, x + step, x),
+    return (jnp.where(better, x + step, x), jnp.where(better, new_res, res),
             jnp.clip(jnp.where(better, damping * 0.3, damping * 10.0), 1e-12, 1e12),
             jnp.where(better, new_cost, cost)), None
 
-  cost0 = jnp.sum(jnp.square(fn(x0)))
+  res0 = fn(x0)
+  cost0 = jnp.sum(jnp.square(res0))
   cost0 = jnp.where(jnp.isfinite(cost0), cost0, jnp.inf)
-  (x, _, cost), _ = jax.lax.scan(body, (x0, jnp.float32(1e-2), cost0), None,
-                                 length=iterations)
+  (x, _, _, cost), _ = jax.lax.scan(body, (x0, res0, jnp.float32(1e-2), cost0), None,
+                                    length=iterations)
   return x, cost
 
 

@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxinvert import label_fit
-from jaxinvert.counts import (check_update, classifier_grads, hypotheses,  # re-exported
-                               round_counts)
+from jaxinvert.counts import (check_update, class_features, classifier_grads,  # re-exported
+                               hypotheses, round_counts)
 from jaxinvert.types import CLASSIFIER, Params, PyTree, Variables
 
 FeaturesFn = Callable[[Variables, jax.Array], tuple[jax.Array, PyTree]]
@@ -193,8 +193,7 @@ def ilrg(update: Params, *, variables: Variables, num_images: int) -> LabelEstim
   if bias is None:
     raise ValueError("ilrg needs a last layer with a bias")
   layer = variables["params"][CLASSIFIER]
-  safe = jnp.where(jnp.abs(bias) > 1e-30, bias, 1e-30)
-  embeddings = weight / safe[:, None]
+  embeddings = class_features(update)
   probs = jax.nn.softmax(embeddings @ layer["kernel"] + layer["bias"])  # [N(class j), N]
   n = bias.shape[0]
   coef = jnp.concatenate([jnp.ones((1, n)), probs.T - jnp.eye(n)], axis=0)

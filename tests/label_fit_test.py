@@ -17,7 +17,7 @@ def _victim(scale=1.0):
   (as after training), which breaks the closed-form estimators."""
   model = models.get_model("lenet", num_classes=_N, image_size=8, width=4)
   variables = jax.jit(model.init)(jax.random.key(3))
-  params = jax.tree.map(lambda a: a, variables["params"])
+  params = dict(variables["params"])
   params[CLASSIFIER] = {k: v * scale for k, v in params[CLASSIFIER].items()}
   return model, {**variables, "params": params}
 

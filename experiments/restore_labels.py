@@ -122,7 +122,29 @@ def run_cell(config, cache: dict) -> dict:
         "exact_match_rate": float(np.mean([p["exact"] for p in per_trial])),
         "label_accuracy": float(np.mean([p["label_accuracy"] for p in per_trial])),
         "seconds": seconds, "per_trial": per_trial}
-  return {"true_counts": true_counts.tolist(), "methods": out}
+  cell = {"true_counts": true_counts.tolist(), "methods": out}
+  if config.setting == "fedavg":
+    cell["fitted_fraction"] = fitted_fraction(model, variables, updates, images, true_counts)
+  return cell
+
+
+def fitted_fraction(model, start, ends, images, true_counts) -> float:
+  """How far local training moved the batch's softmax mass towards its labels (mean).
+
+  Per trial: the projection of S_T - S_0 on c - S_0, over |c - S_0|^2, with S the sum of
+  the real images' softmax at the start / end weights and c the true counts: 0 = the
+  client's predictions did not move, 1 = it fitted its batch. A diagnostic of the
+  setting (it reads the private batch), not a label method.
+  """
+  mass = jax.jit(jax.vmap(lambda v, x: jax.nn.softmax(model.apply(v, x)[0]).sum(axis=0),
+                          in_axes=(0, 0)))
+  num = images.shape[0]
+  s0 = np.asarray(mass(jax.tree.map(lambda a: jnp.broadcast_to(a, (num, *a.shape)), start),
+                       images))
+  s1 = np.asarray(mass(ends, images))
+  toward = true_counts - s0
+  return float(np.mean(np.sum((s1 - s0) * toward, -1)
+                       / np.maximum(np.sum(toward ** 2, -1), 1e-12)))
 
 
 def run(config, workdir: str) -> dict:
@@ -140,6 +162,8 @@ def run(config, workdir: str) -> dict:
   if len(results) == 1:
     summary["methods"] = results[0]["methods"]
     summary["true_counts"] = results[0]["true_counts"]
+    if "fitted_fraction" in results[0]:
+      summary["fitted_fraction"] = results[0]["fitted_fraction"]
     shown = [m for m in methods if "skipped" not in summary["methods"][m]]
     files.append(os.path.join(workdir, "labels.png"))
     viz.bars(files[-1], {"exact count vector": [summary["methods"][m]["exact_match_rate"]
@@ -154,6 +178,8 @@ def run(config, workdir: str) -> dict:
     summary["table"] = {"cells": [r["cell"] for r in results], "label_accuracy": table,
                         "exact_match_rate": {m: [r["methods"][m].get("exact_match_rate")
                                                  for r in results] for m in methods}}
+    if config.setting == "fedavg":
+      summary["table"]["fitted_fraction"] = [r["fitted_fraction"] for r in results]
     if all(set(r["cell"]) == {"label_dist"} for r in results):  # the duplicates sweep
       dups = [int(r["cell"]["label_dist"].split(":")[1]) - 1 for r in results]
       files.append(os.path.join(workdir, "labels_vs_duplicates.png"))
@@ -161,24 +187,39 @@ def run(config, workdir: str) -> dict:
                              if all(a is not None for a in table[m])},
                  xlabel="duplicate labels in a batch of 16", ylabel="label accuracy (%)",
                  markers=True, title=f"{config.model}, {config.train_steps} training steps")
+    else:
+      shown = [m for m in methods if all(r is not None for r in summary["table"]
+                                         ["exact_match_rate"][m])]
+      files.append(os.path.join(workdir, "labels_cells.png"))
+      viz.bars(files[-1], {m: summary["table"]["exact_match_rate"][m] for m in shown},
+               [_cell_name(r["cell"]) for r in results],
+               ylabel="exact count vectors", title=f"{config.model}, {config.setting}, "
+               f"{config.train_steps} training steps")
   files.insert(0, common.write_results(workdir, summary))
   common.announce(workdir, files)
-  print_table(summary, results, methods)
+  print_table(results, methods)
   return summary
 
 
-def print_table(summary, results, methods) -> None:
-  header = "cell".ljust(28) + "".join(m[:13].rjust(14) for m in methods)
-  print(header)
+def print_table(results, methods) -> None:
+  width = max(len(_cell_name(r["cell"])) for r in results) + 2
+  fitted = all("fitted_fraction" in r for r in results)
+  print("cell".ljust(width) + "".join(m[:13].rjust(14) for m in methods)
+        + ("fitted".rjust(8) if fitted else ""))
   for r in results:
-    name = ",".join(f"{k}={v}" for k, v in r["cell"].items()) or "config"
     row = []
     for m in methods:
       entry = r["methods"][m]
       row.append("skipped" if "skipped" in entry else
                  f"{entry['exact_match_rate']:.2f}/{entry['label_accuracy']:.3f}")
-    print(name[:27].ljust(28) + "".join(v.rjust(14) for v in row))
-  print("(exact count-vector rate / label accuracy)", flush=True)
+    print(_cell_name(r["cell"]).ljust(width) + "".join(v.rjust(14) for v in row)
+          + (f"{r['fitted_fraction']:8.2f}" if fitted else ""))
+  print("(exact count-vector rate / label accuracy"
+        + ("; fitted: `fitted_fraction`)" if fitted else ")"), flush=True)
+
+
+def _cell_name(cell: dict) -> str:
+  return ",".join(f"{k}={v}" for k, v in cell.items()) or "config"
 
 
 

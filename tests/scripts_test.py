@@ -11,7 +11,8 @@ from experiments import (bench_fedavg_memory, bench_restarts, bench_speed, resto
                          sweep, train_victim)
 from experiments.configs import (bench_fedavg_memory as memory_config, bench_restarts as
                                  restarts_config, bench_speed as speed_config, labels as
-                                 labels_config, lenet_b4, train_victim as train_config)
+                                 labels_config, labels_fedavg, lenet_b4, train_victim as
+                                 train_config)
 
 
 def _read(path):
@@ -32,6 +33,25 @@ def test_restore_labels_writes_every_method(tmp_path):
     assert len(out["methods"][m]["per_trial"]) == 2
     assert all(sum(t["counts"]) == 3 for t in out["methods"][m]["per_trial"])
   assert (tmp_path / "labels.png").exists()
+
+
+def test_restore_labels_fedavg_cells_table_and_figure(tmp_path):
+  c = labels_fedavg.get_config()
+  c.model, c.width, c.trials, c.methods, c.progress = "lenet", 0, 2, "geng_bias,select", False
+  c.cells = ("local_lr=0.00001,batch_size=3,label_dist=single:2;"
+             "local_lr=0.1,batch_size=2,label_dist=unique")
+  restore_labels.run(c, str(tmp_path))
+  out = _read(tmp_path / "results.json")
+  assert out["table"]["cells"][0]["local_lr"] == 1e-5
+  assert out["cells"][1]["cell"] == {"local_lr": 0.1, "batch_size": 2,
+                                     "label_dist": "unique"}
+  # At a negligible local lr the FedAvg update is lr x steps x the FedSGD gradient, whose
+  # counts the untrained DLG LeNet gives exactly (README, Labels).
+  assert out["table"]["exact_match_rate"]["select"][0] == 1.0
+  # ... and leaves the client's predictions where they were; at lr 0.1 the LeNet moves.
+  low, high = out["table"]["fitted_fraction"]
+  assert abs(low) < 0.01 < high
+  assert (tmp_path / "labels_cells.png").exists()
 
 
 def test_sweep_writes_table_and_figure(tmp_path):

@@ -129,19 +129,27 @@ def run_cell(config, cache: dict) -> dict:
 
 
 def fitted_fraction(model, start, ends, images, true_counts) -> float:
-  """How far local training moved the batch's softmax mass towards its labels (mean).
+  """How far local training moved the batch's softmax mass towards its labels.
 
-  Per trial: the projection of S_T - S_0 on c - S_0, over |c - S_0|^2, with S the sum of
-  the real images' softmax at the start / end weights and c the true counts: 0 = the
-  client's predictions did not move, 1 = it fitted its batch. A diagnostic of the
-  setting (it reads the private batch), not a label method.
+  A diagnostic of the FedAvg setting (it reads the private batch), not a label method.
+
+  Args:
+    model: the victim.
+    start: its variables before local training.
+    ends: the trials' variables after it, stacked on a leading axis.
+    images: the trials' batches, ``[trials, B, H, W, C]``.
+    true_counts: ``[trials, N]``.
+
+  Returns:
+    The mean over trials of the projection of S_T - S_0 on c - S_0, over |c - S_0|^2,
+    with S the summed softmax of the real images at the start / end weights and c the
+    true counts: 0 = the client's predictions did not move, 1 = it fitted its batch.
   """
-  mass = jax.jit(jax.vmap(lambda v, x: jax.nn.softmax(model.apply(v, x)[0]).sum(axis=0),
-                          in_axes=(0, 0)))
-  num = images.shape[0]
-  s0 = np.asarray(mass(jax.tree.map(lambda a: jnp.broadcast_to(a, (num, *a.shape)), start),
-                       images))
-  s1 = np.asarray(mass(ends, images))
+  def mass(variables, x):
+    return jax.nn.softmax(model.apply(variables, x)[0]).sum(axis=0)
+
+  s0 = np.asarray(jax.jit(jax.vmap(mass, in_axes=(None, 0)))(start, images))
+  s1 = np.asarray(jax.jit(jax.vmap(mass))(ends, images))
   toward = true_counts - s0
   return float(np.mean(np.sum((s1 - s0) * toward, -1)
                        / np.maximum(np.sum(toward ** 2, -1), 1e-12)))

@@ -54,18 +54,36 @@ def check_update(update: Params, variables: Variables, num_images: int) -> None:
     raise ValueError("the update's last layer contains NaN or Inf")
 
 
-def round_counts(scores: jax.Array, num_images: int) -> jax.Array:
+def present_classes(update: Params) -> jax.Array | None:
+  """Classes certainly in the batch: those with a negative bias gradient, bool ``[N]``.
+
+  With mean cross-entropy, ``db_n = (1/K) sum_k (p_kn - y_kn)`` and every softmax entry
+  ``p_kn`` is positive, so ``db_n < 0`` needs an image of class n (iDLG's sign argument,
+  Zhao et al. 2020, for any K). The average gradient of a FedAvg round is a positive
+  combination of such per-step gradients, so the same holds there. None without a bias.
+  """
+  _, bias = classifier_grads(update)
+  return None if bias is None else bias < 0
+
+
+def round_counts(scores: jax.Array, num_images: int,
+                 minimum: jax.Array | None = None) -> jax.Array:
   """The non-negative integer vector summing to K nearest to ``scores`` (squared error).
 
   Greedy unit allocation, which is optimal for this separable convex cost: each of
-  the K units goes to the class with the largest ``scores_n - counts_n``.
+  the K units goes to the class with the largest ``scores_n - counts_n``. With
+  ``minimum`` (int or bool ``[N]``, summing to at most K) the counts start there and
+  only the remaining units are allocated.
   """
   scores = jnp.asarray(scores, jnp.float32)
+  start = (jnp.zeros(scores.shape, jnp.int32) if minimum is None
+           else jnp.asarray(minimum, jnp.int32))
 
   def add_one(_, counts):
     return counts.at[jnp.argmax(scores - counts)].add(1)
 
-  return jax.lax.fori_loop(0, num_images, add_one, jnp.zeros(scores.shape, jnp.int32))
+  units = num_images if minimum is None else num_images - jnp.sum(start)
+  return jax.lax.fori_loop(0, units, add_one, start)
 
 
 def hypotheses(scores: jax.Array, *, num_images: int, num: int, candidates: int = 8,

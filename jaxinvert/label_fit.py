@@ -154,7 +154,8 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
 
 def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables: Variables,
            num_images: int, per_source: int = 8, rounds: int = 2, keep: int = 4,
-           starts: int = 3, iterations: int = 100) -> tuple[jax.Array, jax.Array, jax.Array]:
+           starts: int = 3, iterations: int = 100, minimum: jax.Array | None = None
+           ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The count vector with the lowest fit residual among candidates (module docstring).
 
   Args:
@@ -169,6 +170,8 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
       hypotheses of their fitted bias-form scores.
     keep: fits refined per round.
     starts, iterations: of each fit (`fit_counts`).
+    minimum: ``[N]`` counts every answer must reach (e.g. `counts.present_classes`);
+      candidates below it get an infinite residual.
 
   Returns:
     ``(scores [N], counts [N] int32, residual)`` of the best fit; a residual near zero
@@ -182,6 +185,8 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
                                              iterations=iterations))
   propose = jax.vmap(lambda s: hypotheses(s, num_images=num_images, num=per_source,
                                           strict=False))
+  if minimum is not None:
+    fit_all = _respecting(fit_all, jnp.asarray(minimum, jnp.int32))
   num_classes = base_scores.shape[-1]
   candidates = propose(base_scores).reshape(-1, num_classes)
   fits = fit_all(jax.random.split(key, candidates.shape[0]), candidates)
@@ -193,3 +198,12 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
     fits = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), fits, new_fits)
   best = jnp.argmin(fits.residual)
   return fits.scores[best], candidates[best].astype(jnp.int32), fits.residual[best]
+
+
+def _respecting(fit_all, minimum: jax.Array):
+  """``fit_all`` with an infinite residual for candidates below ``minimum``."""
+  def fit(keys, candidates):
+    fits = fit_all(keys, candidates)
+    ok = jnp.all(candidates >= minimum, axis=-1)
+    return fits._replace(residual=jnp.where(ok, fits.residual, jnp.inf))
+  return fit

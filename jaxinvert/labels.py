@@ -13,6 +13,10 @@ with ``S_n = sum_k p_kn`` and ``O_k = sum_j o_kj``. Hence, exactly,
 ``c_n = S_n - K sum_j dW_nj / O`` (weight form, Geng et al.'s Eq. 4). Only S_n (and O)
 are unknown; Geng et al. estimate them by pushing dummy inputs through the victim.
 
+Since every p_kn > 0, db_n < 0 only for a class in the batch; `Method.SELECT` and
+`Method.FIT` give each such class at least one image, and when there are K of them
+the answer is exactly those K classes (`with_present`, ours).
+
 `Method.FIT` (ours) goes further where 2K <= N: it fits every image's logit vector to
 the last layer's gradient for candidate count vectors and keeps the one that fits
 exactly (`jaxinvert.label_fit`), which holds on trained victims too.
@@ -34,7 +38,7 @@ import jax.numpy as jnp
 
 from jaxinvert import label_fit
 from jaxinvert.counts import (check_update, class_features, classifier_grads,  # re-exported
-                               hypotheses, round_counts)
+                               hypotheses, present_classes, round_counts)
 from jaxinvert.types import CLASSIFIER, Params, PyTree, Variables
 
 FeaturesFn = Callable[[Variables, jax.Array], tuple[jax.Array, PyTree]]
@@ -354,7 +358,8 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
                     image_shape=image_shape, num_dummies=num_dummies,
                     dummy_dist=dummy_dist, feature_domain=feature_domain)
             for k, m in zip(keys, SELECT_FROM)]
-    chosen = select(base, num_images)
+    present = certain_classes(update, num_images)
+    chosen = with_present(select(base, num_images), present, num_images)
     num_classes = chosen.scores.shape[0]
     if (method == Method.SELECT or 2 * num_images > num_classes
         or num_images * num_classes > fit_max_unknowns):
@@ -362,14 +367,50 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
     sources = [e.scores for e in base] + [idlg(update, num_images=num_images).scores]
     scores, counts, residual = label_fit.search(
         keys[-1], base_scores=jnp.stack(sources), update=update, variables=variables,
-        num_images=num_images)
-    certified = residual <= fit_tolerance
+        num_images=num_images, minimum=present)
+    certified = (residual <= fit_tolerance) & (jnp.sum(present) < num_images)
     return LabelEstimate(jnp.where(certified, scores, chosen.scores),
                          jnp.where(certified, counts, chosen.counts))
   raise ValueError(f"unknown label method {method!r}")
 
 
 SELECT_FROM = (Method.GENG_BIAS, Method.ILRG, Method.CLUSTER)
+
+
+def certain_classes(update: Params, num_images: int) -> jax.Array:
+  """`counts.present_classes` as int ``[N]`` (zeros without a bias, or if more than K
+  classes were flagged, which no update of K images can do)."""
+  present = present_classes(update)
+  if present is None:
+    weight, _ = classifier_grads(update)
+    return jnp.zeros(weight.shape[:1], jnp.int32)
+  present = present.astype(jnp.int32)
+  return jnp.where(jnp.sum(present) <= num_images, present, 0)
+
+
+def with_present(estimate: LabelEstimate, present: jax.Array, num_images: int
+                 ) -> LabelEstimate:
+  """An estimate made consistent with the classes certainly in the batch (ours).
+
+  Each class in ``present`` (`certain_classes`) holds at least one image; when there
+  are K of them the batch is exactly one image of each, a certificate that needs no
+  statistics of the victim (it generalises iDLG's B=1 sign rule and is what makes
+  GradInversion's row minima right on unique labels, without assuming uniqueness).
+
+  Args:
+    estimate: real-valued scores and their counts.
+    present: int ``[N]``, 1 for a class certainly present.
+    num_images: K.
+
+  Returns:
+    A `LabelEstimate` whose counts are at least ``present``; the scores are raised to 1
+    on present classes (exactly ``present`` when all K are known), so that hypotheses
+    drawn from them respect it too.
+  """
+  known = jnp.sum(present) == num_images
+  scores = jnp.where(present > 0, jnp.maximum(estimate.scores, 1.0), estimate.scores)
+  scores = jnp.where(known, present.astype(scores.dtype), scores)
+  return LabelEstimate(scores, round_counts(scores, num_images, minimum=present))
 
 
 def integrality_residual(scores: jax.Array, num_images: int) -> jax.Array:
@@ -423,4 +464,7 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
       restore(key, method=method, update=gradient, features_fn=features_fn, variables=v,
               num_images=num_images, image_shape=image_shape, **kwargs).scores
       for v in points]), axis=0)
+  if Method(method) == Method.SELECT:
+    return with_present(LabelEstimate(scores, round_counts(scores, num_images)),
+                        certain_classes(gradient, num_images), num_images)
   return _estimate(scores, num_images)

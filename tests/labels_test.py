@@ -60,6 +60,59 @@ def test_round_counts_nonnegative_and_sum_to_k():
   np.testing.assert_array_equal(labels.round_counts(jnp.array([2.6, 0.3, 1.1]), 4), [3, 0, 1])
 
 
+def test_round_counts_respects_a_minimum():
+  counts = labels.round_counts(jnp.array([5.0, 0.0, 0.1, 0.2]), 4,
+                               minimum=jnp.array([0, 1, 0, 1]))
+  np.testing.assert_array_equal(counts, [2, 1, 0, 1])  # without: [4, 0, 0, 0]
+
+
+def test_with_present_certifies_k_classes_and_floors_fewer():
+  estimate = labels.LabelEstimate(jnp.array([3.0, 0.2, 0.4, 0.3, 0.1]),
+                                  jnp.array([3, 0, 0, 0, 0]))
+  present = jnp.array([0, 1, 1, 1, 0])
+  certified = labels.with_present(estimate, present, 3)
+  np.testing.assert_array_equal(certified.counts, [0, 1, 1, 1, 0])
+  np.testing.assert_array_equal(certified.scores, [0, 1, 1, 1, 0])
+  floored = labels.with_present(estimate, present, 5)
+  np.testing.assert_array_equal(floored.counts, [2, 1, 1, 1, 0])
+  np.testing.assert_array_equal(labels.certain_classes(
+      {"classifier": {"kernel": jnp.zeros((2, 3)), "bias": jnp.array([-1.0, -1.0, 2.0])}},
+      num_images=1), [0, 0, 0])  # two flagged classes cannot come from one image
+
+
+@pytest.mark.parametrize("setting", ["fedsgd", "fedavg"])
+def test_negative_bias_gradient_only_on_classes_in_the_batch(setting):
+  model, variables = _lenet()
+  rng = np.random.default_rng(0)
+  certified = 0
+  for seed in range(6):
+    y_list = rng.integers(0, 10, size=4).tolist() if seed % 2 else rng.choice(
+        10, 4, replace=False).tolist()
+    x, y = _batch(y_list, seed=seed, shape=model.image_shape)
+    kwargs = dict(features_fn=model.features, num_images=4, image_shape=model.image_shape,
+                  feature_domain=labels.FeatureDomain.UNIT)
+    if setting == "fedsgd":
+      update = victim.fedsgd_update(model.apply, variables, x, y)
+      estimate = labels.restore(jax.random.key(seed), method=labels.Method.SELECT,
+                                update=update, variables=variables, **kwargs)
+    else:
+      end = victim.fedavg_update(model.apply, variables, x, y, local_epochs=2,
+                                 local_batch_size=2, local_lr=1.0)
+      update = labels.fedavg_gradient(jax.tree.map(jnp.subtract, end["params"],
+                                                   variables["params"]),
+                                      local_lr=1.0, steps=4)
+      estimate = labels.restore_fedavg(jax.random.key(seed), method=labels.Method.SELECT,
+                                       start=variables, end=end, local_lr=1.0, local_steps=4,
+                                       **kwargs)
+    present = np.asarray(labels.certain_classes(update, 4))
+    assert set(np.flatnonzero(present)) <= set(y_list)
+    assert np.all(np.asarray(estimate.counts) >= present)
+    if present.sum() == 4:
+      certified += 1
+      np.testing.assert_array_equal(estimate.counts, _true_counts(y, 10))
+  assert certified >= 1  # the unique-label batches
+
+
 def test_hypotheses_ranked_distinct_and_best_first():
   scores = jnp.array([2.55, 0.45, 1.0, 0.0, 3.9])
   hyps = np.asarray(labels.hypotheses(scores, num_images=8, num=6))

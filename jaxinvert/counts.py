@@ -54,16 +54,28 @@ def check_update(update: Params, variables: Variables, num_images: int) -> None:
     raise ValueError("the update's last layer contains NaN or Inf")
 
 
-def present_classes(update: Params) -> jax.Array | None:
-  """Classes certainly in the batch: those with a negative bias gradient, bool ``[N]``.
+def present_classes(update: Params, *, nonnegative_features: bool = False
+                    ) -> jax.Array | None:
+  """Classes certainly in the batch, bool ``[N]`` (None without a bias or such features).
 
   With mean cross-entropy, ``db_n = (1/K) sum_k (p_kn - y_kn)`` and every softmax entry
   ``p_kn`` is positive, so ``db_n < 0`` needs an image of class n (iDLG's sign argument,
-  Zhao et al. 2020, for any K). The average gradient of a FedAvg round is a positive
-  combination of such per-step gradients, so the same holds there. None without a bias.
+  Zhao et al. 2020, for any K). Likewise ``dW_nj = (1/K) sum_k (p_kn - y_kn) o_kj``: with
+  features ``o >= 0`` (ReLU, sigmoid) any negative entry of row n needs an image of class
+  n, which is why GradInversion's row minima find unique labels (Yin et al., 2021). The
+  average gradient of a FedAvg round of plain SGD is a positive combination of such
+  per-step gradients (and float rounding of a monotone SGD trajectory keeps the signs),
+  so the same holds there.
+
+  Args:
+    update: gradient tree (FedSGD, or a FedAvg average gradient).
+    nonnegative_features: the classifier's inputs are >= 0, so the weight rows count.
   """
-  _, bias = classifier_grads(update)
-  return None if bias is None else bias < 0
+  weight, bias = classifier_grads(update)
+  rows = jnp.any(weight < 0, axis=1) if nonnegative_features else None
+  if bias is None:
+    return rows
+  return bias < 0 if rows is None else (bias < 0) | rows
 
 
 def round_counts(scores: jax.Array, num_images: int,

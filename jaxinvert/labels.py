@@ -13,9 +13,10 @@ with ``S_n = sum_k p_kn`` and ``O_k = sum_j o_kj``. Hence, exactly,
 ``c_n = S_n - K sum_j dW_nj / O`` (weight form, Geng et al.'s Eq. 4). Only S_n (and O)
 are unknown; Geng et al. estimate them by pushing dummy inputs through the victim.
 
-Since every p_kn > 0, db_n < 0 only for a class in the batch; `Method.SELECT` and
-`Method.FIT` give each such class at least one image, and when there are K of them
-the answer is exactly those K classes (`with_present`, ours).
+Since every p_kn > 0, db_n < 0 only for a class in the batch, and with features o >= 0
+the same holds for any negative entry of the row dW_n (`counts.present_classes`);
+`Method.SELECT` and `Method.FIT` give each such class at least one image, and when there
+are K of them the answer is exactly those K classes (`with_present`, ours).
 
 `Method.FIT` (ours) goes further where 2K <= N: it fits every image's logit vector to
 the last layer's gradient for candidate count vectors and keeps the one that fits
@@ -320,7 +321,8 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
     image_shape: ``(H, W, C)`` of the dummy inputs.
     num_dummies: dummy images (default K).
     dummy_dist: their distribution.
-    feature_domain: range of the classifier's input features (`Method.CLUSTER`).
+    feature_domain: range of the classifier's input features (`Method.CLUSTER`, and the
+      sign rule of SELECT / FIT: `certain_classes`).
     fit_max_unknowns: `Method.FIT` fits per-image logits only where 2 K <= N and K N is
       at most this (a dense ``[KN, KN]`` solve per iteration); elsewhere it returns
       SELECT. (At K = 16, N = 20 wrong count vectors fitted a trained victim's update
@@ -358,7 +360,7 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
                     image_shape=image_shape, num_dummies=num_dummies,
                     dummy_dist=dummy_dist, feature_domain=feature_domain)
             for k, m in zip(keys, SELECT_FROM)]
-    present = certain_classes(update, num_images)
+    present = certain_classes(update, num_images, feature_domain)
     chosen = with_present(select(base, num_images), present, num_images)
     num_classes = chosen.scores.shape[0]
     if (method == Method.SELECT or 2 * num_images > num_classes
@@ -377,10 +379,12 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
 SELECT_FROM = (Method.GENG_BIAS, Method.ILRG, Method.CLUSTER)
 
 
-def certain_classes(update: Params, num_images: int) -> jax.Array:
-  """`counts.present_classes` as int ``[N]`` (zeros without a bias, or if more than K
-  classes were flagged, which no update of K images can do)."""
-  present = present_classes(update)
+def certain_classes(update: Params, num_images: int,
+                    feature_domain: FeatureDomain = FeatureDomain.NONNEGATIVE) -> jax.Array:
+  """`counts.present_classes` as int ``[N]``: zeros where nothing is certain, or if more
+  than K classes were flagged, which no update of K images can do."""
+  present = present_classes(update, nonnegative_features=FeatureDomain(feature_domain) in (
+      FeatureDomain.NONNEGATIVE, FeatureDomain.UNIT))
   if present is None:
     weight, _ = classifier_grads(update)
     return jnp.zeros(weight.shape[:1], jnp.int32)
@@ -466,5 +470,6 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
       for v in points]), axis=0)
   if Method(method) == Method.SELECT:
     return with_present(LabelEstimate(scores, round_counts(scores, num_images)),
-                        certain_classes(gradient, num_images), num_images)
+                        certain_classes(gradient, num_images, kwargs.get(
+                            "feature_domain", FeatureDomain.NONNEGATIVE)), num_images)
   return _estimate(scores, num_images)

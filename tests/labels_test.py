@@ -81,7 +81,7 @@ def test_with_present_certifies_k_classes_and_floors_fewer():
 
 
 @pytest.mark.parametrize("setting", ["fedsgd", "fedavg"])
-def test_negative_bias_gradient_only_on_classes_in_the_batch(setting):
+def test_negative_last_layer_gradient_only_on_classes_in_the_batch(setting):
   model, variables = _lenet()
   rng = np.random.default_rng(0)
   certified = 0
@@ -104,8 +104,9 @@ def test_negative_bias_gradient_only_on_classes_in_the_batch(setting):
       estimate = labels.restore_fedavg(jax.random.key(seed), method=labels.Method.SELECT,
                                        start=variables, end=end, local_lr=1.0, local_steps=4,
                                        **kwargs)
-    present = np.asarray(labels.certain_classes(update, 4))
-    assert set(np.flatnonzero(present)) <= set(y_list)
+    present = np.asarray(labels.certain_classes(update, 4, labels.FeatureDomain.UNIT))
+    from_bias = np.asarray(labels.certain_classes(update, 4, labels.FeatureDomain.REAL))
+    assert set(np.flatnonzero(from_bias)) <= set(np.flatnonzero(present)) <= set(y_list)
     assert np.all(np.asarray(estimate.counts) >= present)
     if present.sum() == 4:
       certified += 1

@@ -170,8 +170,8 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
       hypotheses of their fitted bias-form scores.
     keep: fits refined per round.
     starts, iterations: of each fit (`fit_counts`).
-    minimum: ``[N]`` counts every answer must reach (e.g. `counts.present_classes`);
-      candidates below it get an infinite residual.
+    minimum: ``[N]`` counts the answer must reach (e.g. `counts.present_classes`);
+      candidates below it are never returned (they may still seed refinements).
 
   Returns:
     ``(scores [N], counts [N] int32, residual)`` of the best fit; a residual near zero
@@ -185,8 +185,6 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
                                              iterations=iterations))
   propose = jax.vmap(lambda s: hypotheses(s, num_images=num_images, num=per_source,
                                           strict=False))
-  if minimum is not None:
-    fit_all = _respecting(fit_all, jnp.asarray(minimum, jnp.int32))
   num_classes = base_scores.shape[-1]
   candidates = propose(base_scores).reshape(-1, num_classes)
   fits = fit_all(jax.random.split(key, candidates.shape[0]), candidates)
@@ -196,14 +194,10 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
     new_fits = fit_all(jax.random.split(jax.random.fold_in(key, r + 1), new.shape[0]), new)
     candidates = jnp.concatenate([candidates, new])
     fits = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), fits, new_fits)
-  best = jnp.argmin(fits.residual)
-  return fits.scores[best], candidates[best].astype(jnp.int32), fits.residual[best]
+  residual = fits.residual
+  if minimum is not None:  # filter the answer only; refinement may pass through others
+    residual = jnp.where(jnp.all(candidates >= jnp.asarray(minimum, jnp.int32), axis=-1),
+                         residual, jnp.inf)
+  best = jnp.argmin(residual)
+  return fits.scores[best], candidates[best].astype(jnp.int32), residual[best]
 
-
-def _respecting(fit_all, minimum: jax.Array):
-  """``fit_all`` with an infinite residual for candidates below ``minimum``."""
-  def fit(keys, candidates):
-    fits = fit_all(keys, candidates)
-    ok = jnp.all(candidates >= minimum, axis=-1)
-    return fits._replace(residual=jnp.where(ok, fits.residual, jnp.inf))
-  return fit

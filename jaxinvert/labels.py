@@ -361,7 +361,7 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
                     dummy_dist=dummy_dist, feature_domain=feature_domain)
             for k, m in zip(keys, SELECT_FROM)]
     present = certain_classes(update, num_images, feature_domain)
-    chosen = with_present(select(base, num_images), present, num_images)
+    chosen = with_present(select(base, num_images).scores, present, num_images)
     num_classes = chosen.scores.shape[0]
     if (method == Method.SELECT or 2 * num_images > num_classes
         or num_images * num_classes > fit_max_unknowns):
@@ -392,8 +392,7 @@ def certain_classes(update: Params, num_images: int,
   return jnp.where(jnp.sum(present) <= num_images, present, 0)
 
 
-def with_present(estimate: LabelEstimate, present: jax.Array, num_images: int
-                 ) -> LabelEstimate:
+def with_present(scores: jax.Array, present: jax.Array, num_images: int) -> LabelEstimate:
   """An estimate made consistent with the classes certainly in the batch (ours).
 
   Each class in ``present`` (`certain_classes`) holds at least one image; when there
@@ -402,7 +401,7 @@ def with_present(estimate: LabelEstimate, present: jax.Array, num_images: int
   GradInversion's row minima right on unique labels, without assuming uniqueness).
 
   Args:
-    estimate: real-valued scores and their counts.
+    scores: real-valued counts ``[N]`` of some estimator.
     present: int ``[N]``, 1 for a class certainly present.
     num_images: K.
 
@@ -412,7 +411,7 @@ def with_present(estimate: LabelEstimate, present: jax.Array, num_images: int
     drawn from them respect it too.
   """
   known = jnp.sum(present) == num_images
-  scores = jnp.where(present > 0, jnp.maximum(estimate.scores, 1.0), estimate.scores)
+  scores = jnp.where(present > 0, jnp.maximum(scores, 1.0), scores)
   scores = jnp.where(known, present.astype(scores.dtype), scores)
   return LabelEstimate(scores, round_counts(scores, num_images, minimum=present))
 
@@ -469,7 +468,6 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
               num_images=num_images, image_shape=image_shape, **kwargs).scores
       for v in points]), axis=0)
   if Method(method) == Method.SELECT:
-    return with_present(LabelEstimate(scores, round_counts(scores, num_images)),
-                        certain_classes(gradient, num_images, kwargs.get(
-                            "feature_domain", FeatureDomain.NONNEGATIVE)), num_images)
+    domain = kwargs.get("feature_domain", FeatureDomain.NONNEGATIVE)
+    return with_present(scores, certain_classes(gradient, num_images, domain), num_images)
   return _estimate(scores, num_images)

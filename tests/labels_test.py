@@ -67,8 +67,7 @@ def test_round_counts_respects_a_minimum():
 
 
 def test_with_present_certifies_k_classes_and_floors_fewer():
-  estimate = labels.LabelEstimate(jnp.array([3.0, 0.2, 0.4, 0.3, 0.1]),
-                                  jnp.array([3, 0, 0, 0, 0]))
+  estimate = jnp.array([3.0, 0.2, 0.4, 0.3, 0.1])
   present = jnp.array([0, 1, 1, 1, 0])
   certified = labels.with_present(estimate, present, 3)
   np.testing.assert_array_equal(certified.counts, [0, 1, 1, 1, 0])

@@ -79,6 +79,34 @@ def test_with_present_certifies_k_classes_and_floors_fewer():
       num_images=1), [0, 0, 0])  # two flagged classes cannot come from one image
 
 
+def test_with_present_reads_one_flagged_class_as_a_one_class_batch():
+  estimate = jnp.array([2.0, 0.9, 1.4, 0.8, 0.9])  # a closed form smeared over absent classes
+  present = jnp.array([1, 0, 0, 0, 0])
+  np.testing.assert_array_equal(labels.with_present(estimate, present, 6).counts,
+                                [6, 0, 0, 0, 0])
+  floored = labels.with_present(estimate, present, 6, one_class=False)
+  np.testing.assert_array_equal(floored.counts, [2, 1, 1, 1, 1])
+
+
+def test_fedavg_one_class_batch_exact_where_a_closed_form_is_not():
+  model, variables = _lenet()
+  y = jnp.full((6,), 3, jnp.int32)
+  x = jax.random.uniform(jax.random.key(0), (6, *model.image_shape))
+  end = victim.fedavg_update(model.apply, variables, x, y, local_epochs=2,
+                             local_batch_size=3, local_lr=1.0)
+  kwargs = dict(start=variables, end=end, local_lr=1.0, local_steps=4,
+                features_fn=model.features, num_images=6, image_shape=model.image_shape,
+                feature_domain=labels.FeatureDomain.UNIT)
+  gradient = labels.fedavg_gradient(jax.tree.map(jnp.subtract, end["params"],
+                                                 variables["params"]), local_lr=1.0, steps=4)
+  np.testing.assert_array_equal(labels.certain_classes(gradient, 6, labels.FeatureDomain.UNIT),
+                                np.eye(10, dtype=int)[3])
+  closed_form = labels.restore_fedavg(jax.random.key(0), method=labels.Method.CLUSTER, **kwargs)
+  assert not np.array_equal(closed_form.counts, _true_counts(y, 10))  # the fitted client
+  selected = labels.restore_fedavg(jax.random.key(0), method=labels.Method.SELECT, **kwargs)
+  np.testing.assert_array_equal(selected.counts, _true_counts(y, 10))
+
+
 @pytest.mark.parametrize("setting", ["fedsgd", "fedavg"])
 def test_negative_last_layer_gradient_only_on_classes_in_the_batch(setting):
   model, variables = _lenet()

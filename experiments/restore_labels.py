@@ -125,7 +125,39 @@ def run_cell(config, cache: dict) -> dict:
   cell = {"true_counts": true_counts.tolist(), "methods": out}
   if config.setting == "fedavg":
     cell["fitted_fraction"] = fitted_fraction(model, variables, updates, images, true_counts)
+    gradients = jax.vmap(lambda end: labels.fedavg_gradient(
+        jax.tree.map(jnp.subtract, end["params"], variables["params"]),
+        local_lr=config.local_lr, steps=steps))(updates)
+  else:
+    gradients = updates
+  flagged = np.asarray(jax.jit(jax.vmap(lambda g: labels.certain_classes(
+      g, k, feature_domain(model))))(gradients))
+  cell["sign_rule"] = sign_rule_summary(flagged, true_counts)
   return cell
+
+
+def sign_rule_summary(flagged: np.ndarray, true_counts: np.ndarray) -> dict:
+  """How the sign rule's flagged classes (`labels.certain_classes`) compare with the
+  batches' classes: a diagnostic that reads the truth, not a method.
+
+  Args:
+    flagged: ``[trials, N]`` 0/1.
+    true_counts: ``[trials, N]``.
+
+  Returns:
+    Per trial the number of flagged and of present classes; the rates of batches whose
+    flagged set lies within their classes (``subset_rate``, 1 by the rule's argument)
+    and equals them (``complete_rate``); and ``one_flagged_misread``, the batches with
+    one flagged class but two or more classes, which `labels.with_present` would
+    misread as a one-class batch.
+  """
+  present = true_counts > 0
+  flagged = flagged > 0
+  num_flagged, num_present = flagged.sum(1), present.sum(1)
+  return {"flagged": num_flagged.tolist(), "classes": num_present.tolist(),
+          "subset_rate": float(np.mean(np.all(flagged <= present, axis=1))),
+          "complete_rate": float(np.mean(np.all(flagged == present, axis=1))),
+          "one_flagged_misread": int(np.sum((num_flagged == 1) & (num_present > 1)))}
 
 
 def fitted_fraction(model, start, ends, images, true_counts) -> float:
@@ -172,6 +204,7 @@ def run(config, workdir: str) -> dict:
     summary["true_counts"] = results[0]["true_counts"]
     if "fitted_fraction" in results[0]:
       summary["fitted_fraction"] = results[0]["fitted_fraction"]
+    summary["sign_rule"] = results[0]["sign_rule"]
     shown = [m for m in methods if "skipped" not in summary["methods"][m]]
     files.append(os.path.join(workdir, "labels.png"))
     viz.bars(files[-1], {"exact count vector": [summary["methods"][m]["exact_match_rate"]
@@ -188,6 +221,8 @@ def run(config, workdir: str) -> dict:
                                                  for r in results] for m in methods}}
     if config.setting == "fedavg":
       summary["table"]["fitted_fraction"] = [r["fitted_fraction"] for r in results]
+    summary["table"]["sign_rule_complete_rate"] = [r["sign_rule"]["complete_rate"]
+                                                   for r in results]
     if all(set(r["cell"]) == {"label_dist"} for r in results):  # the duplicates sweep
       dups = [int(r["cell"]["label_dist"].split(":")[1]) - 1 for r in results]
       files.append(os.path.join(workdir, "labels_vs_duplicates.png"))
@@ -224,6 +259,13 @@ def print_table(results, methods) -> None:
           + (f"{r['fitted_fraction']:8.2f}" if fitted else ""))
   print("(exact count-vector rate / label accuracy"
         + ("; fitted: `fitted_fraction`)" if fitted else ")"), flush=True)
+  rules = [r["sign_rule"] for r in results]
+  print(f"sign rule: flagged set = batch's classes in "
+        f"{sum(len(s['flagged']) * s['complete_rate'] for s in rules):.0f} of "
+        f"{sum(len(s['flagged']) for s in rules)} batches, within them in "
+        f"{sum(len(s['flagged']) * s['subset_rate'] for s in rules):.0f}; one class flagged "
+        f"in {sum(int(np.sum(np.asarray(s['flagged']) == 1)) for s in rules)}, misread "
+        f"as a one-class batch in {sum(s['one_flagged_misread'] for s in rules)}", flush=True)
 
 
 def _cell_name(cell: dict) -> str:

@@ -33,6 +33,18 @@ def test_restore_labels_writes_every_method(tmp_path):
     assert len(out["methods"][m]["per_trial"]) == 2
     assert all(sum(t["counts"]) == 3 for t in out["methods"][m]["per_trial"])
   assert (tmp_path / "labels.png").exists()
+  rule = out["sign_rule"]  # LeNet's sigmoid features: the weight rows count too
+  assert rule["subset_rate"] == 1.0 and rule["classes"] == [2, 2]
+  assert all(1 <= f <= 2 for f in rule["flagged"])
+
+
+def test_sign_rule_summary_counts_misreads():
+  flagged = np.array([[1, 0, 0], [1, 0, 0], [1, 1, 0], [0, 0, 1]])
+  truth = np.array([[2, 0, 0], [1, 1, 0], [1, 1, 1], [0, 1, 0]])
+  summary = restore_labels.sign_rule_summary(flagged, truth)
+  assert summary["flagged"] == [1, 1, 2, 1] and summary["classes"] == [1, 2, 3, 1]
+  assert summary["subset_rate"] == 0.75 and summary["complete_rate"] == 0.25
+  assert summary["one_flagged_misread"] == 1  # the second batch (the fourth is not a subset)
 
 
 def test_restore_labels_fedavg_cells_table_and_figure(tmp_path):

@@ -126,8 +126,7 @@ def run_cell(config, cache: dict) -> dict:
   if config.setting == "fedavg":
     cell["fitted_fraction"] = fitted_fraction(model, variables, updates, images, true_counts)
     gradients = jax.vmap(lambda end: labels.fedavg_gradient(
-        jax.tree.map(jnp.subtract, end["params"], variables["params"]),
-        local_lr=config.local_lr, steps=steps))(updates)
+        victim.weight_delta(variables, end), local_lr=config.local_lr, steps=steps))(updates)
   else:
     gradients = updates
   flagged = np.asarray(jax.jit(jax.vmap(lambda g: labels.certain_classes(

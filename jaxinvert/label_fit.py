@@ -200,4 +200,3 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
                          residual, jnp.inf)
   best = jnp.argmin(residual)
   return fits.scores[best], candidates[best].astype(jnp.int32), residual[best]
-

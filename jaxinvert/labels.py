@@ -410,9 +410,9 @@ def with_present(scores: jax.Array, present: jax.Array, num_images: int, *,
   with non-negative features, its weight row stays non-negative too. On the README's
   label benchmarks (FedSGD and FedAvg, untrained and trained victims, B up to 128) no
   batch of two or more classes had a single flagged class (`sign_rule` in the output
-  of ``experiments/restore_labels.py``), while every
-  closed form, once the victim is confident, spreads the counts of a one-class batch
-  over absent classes (README, Labels).
+  of ``experiments/restore_labels.py``), while every closed form, once the victim is
+  confident, spreads the counts of a one-class batch over absent classes (README,
+  Labels).
 
   Args:
     scores: real-valued counts ``[N]`` of some estimator.

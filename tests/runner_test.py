@@ -126,6 +126,24 @@ def test_group_anchor_is_mean_of_healthy_restarts(tiny_lenet):
   np.testing.assert_allclose(anchored.anchor[3], images[1].mean(0), atol=1e-6)
 
 
+def test_group_consistency_pulls_restarts_together(tiny_lenet):
+  """The spread of the restarts around their mean shrinks as the group weight grows."""
+
+  def spread(weight):
+    a, _, y = _tiny_attack(tiny_lenet, priors=[priors.group_consistency(weight)])
+    result = runner.run(a, key=jax.random.key(3), hypotheses=y[None], restarts=3,
+                        iterations=20, progress=False, log_every=10,
+                        strategy=runner.Strategy.VMAP)
+    images = np.asarray(result.all_images)[0]  # [restarts, B, H, W, C]
+    return float(np.mean(np.abs(images - images.mean(axis=0))))
+
+  # Adam moves each pixel by about its step (0.05) per iteration, so the spread stops
+  # shrinking near that scale once the pull dominates (weight >= 1 here).
+  free, weak, pulled = spread(0.0), spread(0.1), spread(1.0)
+  assert weak < 0.6 * free, (free, weak)
+  assert pulled < weak and pulled < 0.35 * free, (free, weak, pulled)
+
+
 def test_bad_runner_arguments(tiny_lenet):
   a, _, y = _tiny_attack(tiny_lenet)
   with pytest.raises(ValueError, match="restarts must be positive"):

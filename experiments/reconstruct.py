@@ -47,8 +47,9 @@ def validate(config) -> None:
   if config.lr == 0:
     common.fail("lr", "must be positive")
   if config.bn and not common.build_model(config).has_batchnorm:
-    common.fail("bn", f"the BatchNorm prior needs a model with BatchNorm; {config.model} "
-                "(batchnorm={config.batchnorm}) has none")
+    why = " with config.batchnorm=False" if config.model == "convnet" else ""
+    common.fail("bn", f"the BatchNorm prior needs a model with BatchNorm; {config.model}{why} "
+                "has none")
   if config.checkpoint_every and config.checkpoint_every % config.log_every:
     common.fail("checkpoint_every", f"must be a multiple of log_every ({config.log_every})")
   if config.label_source == "given":

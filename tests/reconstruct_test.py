@@ -48,7 +48,7 @@ def test_same_seed_same_numbers(tmp_path):
     ("label_dist", "single:5", "config.label_dist"),
     ("restarts", -1, "config.restarts"),
     ("optimizer", "sgd", "config.optimizer"),
-    ("bn", 0.1, "config.bn"),
+    ("bn", 0.1, "config.bn: the BatchNorm prior needs a model with BatchNorm; lenet has none"),
     ("setting", "fedprox", "config.setting"),
     ("dataset", "mnist", "config.dataset"),
     ("scan_unroll", -1, "config.scan_unroll"),

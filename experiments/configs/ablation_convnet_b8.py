@@ -9,9 +9,10 @@ pixels) carried to [0, 1] pixels. Cells:
 no prior, TV, TV + BatchNorm statistics (GradInversion), TV + BN + 2 restarts (lowest
 loss picked), and the same 2 restarts with group consistency 1 and 3 (GradInversion; its
 weight must be of the order of TV's to act, see `jaxinvert.priors.group_consistency`);
-then TV + BN without the [0, 1] box, and with isotropic instead of anisotropic TV. Sized for a 2-core CPU (width 16, 1000 iterations); the paper-scale budget is
-width 64, 24000 iterations, 8 restarts (--config.width=64 --config.iterations=24000
---config.restarts=8), for an accelerator.
+then TV + BN without the [0, 1] box, and with isotropic instead of anisotropic TV. Sized
+for a 2-core CPU (width 16, 1000 iterations); the paper-scale budget is width 64, 24000
+iterations, 8 restarts (--config.width=64 --config.iterations=24000 --config.restarts=8),
+for an accelerator.
 """
 
 from experiments.configs import convnet_b8

@@ -97,8 +97,8 @@ def test_fedavg_one_class_batch_exact_where_a_closed_form_is_not():
   kwargs = dict(start=variables, end=end, local_lr=1.0, local_steps=4,
                 features_fn=model.features, num_images=6, image_shape=model.image_shape,
                 feature_domain=labels.FeatureDomain.UNIT)
-  gradient = labels.fedavg_gradient(jax.tree.map(jnp.subtract, end["params"],
-                                                 variables["params"]), local_lr=1.0, steps=4)
+  gradient = labels.fedavg_gradient(victim.weight_delta(variables, end), local_lr=1.0,
+                                    steps=4)
   np.testing.assert_array_equal(labels.certain_classes(gradient, 6, labels.FeatureDomain.UNIT),
                                 np.eye(10, dtype=int)[3])
   closed_form = labels.restore_fedavg(jax.random.key(0), method=labels.Method.CLUSTER, **kwargs)
@@ -125,9 +125,8 @@ def test_negative_last_layer_gradient_only_on_classes_in_the_batch(setting):
     else:
       end = victim.fedavg_update(model.apply, variables, x, y, local_epochs=2,
                                  local_batch_size=2, local_lr=1.0)
-      update = labels.fedavg_gradient(jax.tree.map(jnp.subtract, end["params"],
-                                                   variables["params"]),
-                                      local_lr=1.0, steps=4)
+      update = labels.fedavg_gradient(victim.weight_delta(variables, end), local_lr=1.0,
+                                      steps=4)
       estimate = labels.restore_fedavg(jax.random.key(seed), method=labels.Method.SELECT,
                                        start=variables, end=end, local_lr=1.0, local_steps=4,
                                        **kwargs)

@@ -99,7 +99,7 @@ def round_counts(scores: jax.Array, num_images: int,
 
 
 def hypotheses(scores: jax.Array, *, num_images: int, num: int, candidates: int = 8,
-               strict: bool = True) -> jax.Array:
+               strict: bool = True, minimum: jax.Array | None = None) -> jax.Array:
   """The ``num`` most likely count vectors, best first, all distinct.
 
   Likelihood: squared distance to ``scores``. Alternatives to `round_counts` move one
@@ -114,6 +114,8 @@ def hypotheses(scores: jax.Array, *, num_images: int, num: int, candidates: int 
     strict: raise when fewer than ``num`` distinct valid vectors exist; with False the
       tail is padded with repeated or invalid (negative) rows, which callers must mask
       (`jaxinvert.label_fit` does), so that the shape is static under any scores.
+    minimum: int ``[N]`` counts every vector must reach (`round_counts`), e.g. the
+      classes certainly in the batch; vectors below it count as invalid.
 
   Returns:
     ``[num, N]`` int32.
@@ -124,7 +126,7 @@ def hypotheses(scores: jax.Array, *, num_images: int, num: int, candidates: int 
   if num <= 0:
     raise ValueError(f"the number of hypotheses must be positive, got {num}")
   scores = jnp.asarray(scores, jnp.float32)
-  best = round_counts(scores, num_images)
+  best = round_counts(scores, num_images, minimum=minimum)
   if num == 1:
     return best[None]
   n_classes = scores.shape[0]
@@ -141,7 +143,8 @@ def hypotheses(scores: jax.Array, *, num_images: int, num: int, candidates: int 
   options = best[None] + jnp.asarray(slot_delta) @ jax.nn.one_hot(cand, n_classes,
                                                                  dtype=jnp.int32)
   cost = jnp.sum(jnp.square(options - scores[None]), axis=1)
-  cost = jnp.where(jnp.all(options >= 0, axis=1), cost, jnp.inf)
+  floor = 0 if minimum is None else jnp.asarray(minimum, jnp.int32)[None]
+  cost = jnp.where(jnp.all(options >= floor, axis=1), cost, jnp.inf)
   # Deduplicate (different moves can give one vector): keep the first of equal rows.
   order = jnp.argsort(cost, stable=True)
   options, cost = options[order], cost[order]

@@ -171,7 +171,8 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
     keep: fits refined per round.
     starts, iterations: of each fit (`fit_counts`).
     minimum: ``[N]`` counts the answer must reach (e.g. `counts.present_classes`);
-      candidates below it are never returned (they may still seed refinements).
+      every candidate is drawn at or above it (`counts.hypotheses`), and any that is
+      not is never returned.
 
   Returns:
     ``(scores [N], counts [N] int32, residual)`` of the best fit; a residual near zero
@@ -184,7 +185,7 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
                                              num_images=num_images, starts=starts,
                                              iterations=iterations))
   propose = jax.vmap(lambda s: hypotheses(s, num_images=num_images, num=per_source,
-                                          strict=False))
+                                          strict=False, minimum=minimum))
   num_classes = base_scores.shape[-1]
   candidates = propose(base_scores).reshape(-1, num_classes)
   fits = fit_all(jax.random.split(key, candidates.shape[0]), candidates)

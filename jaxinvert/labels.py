@@ -368,7 +368,8 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
     if (method == Method.SELECT or 2 * num_images > num_classes
         or num_images * num_classes > fit_max_unknowns):
       return chosen
-    sources = [e.scores for e in base] + [idlg(update, num_images=num_images).scores]
+    sources = ([e.scores for e in base] + [idlg(update, num_images=num_images).scores]
+               + [chosen.scores])
     scores, counts, residual = label_fit.search(
         keys[-1], base_scores=jnp.stack(sources), update=update, variables=variables,
         num_images=num_images, minimum=present)

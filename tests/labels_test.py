@@ -153,6 +153,19 @@ def test_hypotheses_ranked_distinct_and_best_first():
   np.testing.assert_array_equal(hyps[1], [2, 1, 1, 0, 4])
 
 
+def test_hypotheses_respect_a_minimum():
+  # The scores of the fit's failure case: five classes certainly present, but the
+  # scores overshoot K, and unconstrained rounding drops a present class (index 4).
+  scores = jnp.array([1.19, 2.19, 1.0, 1.0, 1.0, 3.95])
+  minimum = jnp.array([1, 0, 1, 1, 1, 1])
+  free = np.asarray(labels.hypotheses(scores, num_images=8, num=4))
+  assert np.any(free < np.asarray(minimum))  # what the minimum is there to stop
+  hyps = np.asarray(labels.hypotheses(scores, num_images=8, num=4, minimum=minimum))
+  np.testing.assert_array_equal(hyps[0], labels.round_counts(scores, 8, minimum=minimum))
+  assert np.all(hyps >= np.asarray(minimum)) and np.all(hyps.sum(1) == 8)
+  assert len({tuple(h) for h in hyps}) == 4
+
+
 def test_hypotheses_too_many_raises():
   with pytest.raises(ValueError, match="only"):
     labels.hypotheses(jnp.array([1.0]), num_images=1, num=3)

@@ -200,6 +200,26 @@ def test_select_picks_the_most_integral_estimate():
     np.testing.assert_allclose(chosen.scores, near.scores)
 
 
+def test_select_takes_the_median_when_no_estimate_is_integral():
+  estimate = lambda s: labels.LabelEstimate(jnp.array(s), labels.round_counts(jnp.array(s), 6))
+  # Fractional distances 0.2, 0.4, 0.4: the most integral one is not integral enough.
+  order = [estimate([3.3, 0.7, 2.0]), estimate([2.4, 2.4, 1.2]), estimate([1.6, 1.7, 2.7])]
+  chosen = labels.select(order, 6)
+  np.testing.assert_allclose(chosen.scores, [2.4, 1.7, 2.0], rtol=1e-6)
+  np.testing.assert_array_equal(chosen.counts, [2, 2, 2])
+  # With an unbounded tolerance the most integral estimate is taken, as before.
+  old = labels.select(order, 6, integral_tolerance=float("inf"))
+  np.testing.assert_array_equal(old.counts, [3, 1, 2])
+  with pytest.raises(ValueError, match="at least one estimate"):
+    labels.select([], 6)
+
+
+def test_fractional_distance_ignores_classes_rounded_to_zero():
+  # Counts [3, 0, 0, 3]: 0.4 rounds to zero and is left out; the mean is over 3.0, 2.9.
+  assert float(labels.fractional_distance(jnp.array([3.0, 0.4, 0.0, 2.9]), 6)) == (
+      pytest.approx(0.05, abs=1e-5))
+
+
 def test_fedavg_recovers_multiset_with_duplicates():
   model, variables = _lenet()
   x, y = _batch([2, 2, 5, 9], seed=4, shape=model.image_shape)

@@ -1,5 +1,6 @@
 """Every experiment script runs on a tiny config and writes what it promises."""
 
+import importlib
 import json
 
 import numpy as np
@@ -173,3 +174,11 @@ def test_bench_fedavg_memory_remat_saves_memory(tmp_path):
   by_remat = {r["remat"]: r for r in out["rows"]}
   assert by_remat[True]["temp_bytes"] <= by_remat[False]["temp_bytes"]
   assert (tmp_path / "memory.png").exists()
+
+
+@pytest.mark.parametrize("name", ["labels_grid", "labels_small", "labels_duplicates",
+                                  "labels_fedavg", "labels_select"])
+def test_label_benchmark_configs_validate(name):
+  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+  cells = restore_labels.validate(config)
+  assert cells and all(isinstance(c, dict) for c in cells)

@@ -473,7 +473,8 @@ def select(estimates: Sequence[LabelEstimate], num_images: int, *,
   Everything is computed from the update alone, so the choice is zero-shot.
 
   Args:
-    estimates: estimates of the same batch (at least one).
+    estimates: estimates of the same batch (at least one); one with a non-finite score
+      is left out of both the choice and the median.
     num_images: K.
     integral_tolerance: the most integral estimate's largest `fractional_distance`.
 
@@ -483,10 +484,11 @@ def select(estimates: Sequence[LabelEstimate], num_images: int, *,
   if not estimates:
     raise ValueError("select needs at least one estimate")
   scores = jnp.stack([e.scores for e in estimates])
+  finite = jnp.all(jnp.isfinite(scores), axis=1)  # an estimator that broke down is ignored
   residuals = jnp.stack([integrality_residual(s, num_images) for s in scores])
-  best = jnp.argmin(residuals)
+  best = jnp.argmin(jnp.where(finite, residuals, jnp.inf))
   integral = fractional_distance(scores[best], num_images) <= integral_tolerance
-  median = jnp.median(scores, axis=0)
+  median = jnp.nan_to_num(jnp.nanmedian(jnp.where(finite[:, None], scores, jnp.nan), axis=0))
   chosen = jnp.where(integral, scores[best], median)
   counts = jnp.where(integral, jnp.stack([e.counts for e in estimates])[best],
                      round_counts(median, num_images))

@@ -212,6 +212,12 @@ def test_select_takes_the_median_when_no_estimate_is_integral():
   np.testing.assert_array_equal(old.counts, [3, 1, 2])
   with pytest.raises(ValueError, match="at least one estimate"):
     labels.select([], 6)
+  # An estimator that broke down (NaN) is neither chosen nor part of the median.
+  broken = labels.LabelEstimate(jnp.array([jnp.nan, 0.0, 0.0]), jnp.array([6, 0, 0]))
+  chosen = labels.select([broken] + order[1:], 6)
+  np.testing.assert_allclose(chosen.scores, [2.0, 2.05, 1.95], rtol=1e-6)
+  exact = labels.select([broken, estimate([3.0, 1.0, 2.0])], 6)
+  np.testing.assert_array_equal(exact.counts, [3, 1, 2])
 
 
 def test_fractional_distance_ignores_classes_rounded_to_zero():

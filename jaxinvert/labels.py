@@ -449,7 +449,15 @@ def fractional_distance(scores: jax.Array, num_images: int) -> jax.Array:
   (counts_n >= 1). About 0.25 for scores whose fractional parts are uniform; near 0 for
   an estimator whose model of the victim holds. Classes rounded to zero are left out,
   so an estimator that clips absent classes to exactly 0 (`cluster`) is not made to
-  look integral by them."""
+  look integral by them (ours, the gate of `select`).
+
+  Args:
+    scores: real-valued counts ``[N]``.
+    num_images: K.
+
+  Returns:
+    A scalar, 0 when every class in the batch sits on an integer.
+  """
   counts = round_counts(scores, num_images)
   present = counts >= 1
   return (jnp.sum(jnp.where(present, jnp.abs(scores - counts), 0.0))

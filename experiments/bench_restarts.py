@@ -37,8 +37,9 @@ def build_case(config):
   """The victim, the client's update and the attack of ``config``: (attack, [1, B] labels)."""
   model, variables = common.build_victim(config, jax.random.key(config.seed))
   images, labels = common.client_batch(config, jax.random.key(config.seed + 1))
-  update = common.shared_update(config, model, variables, images, labels, None)
-  attack = reconstruct.build_attack(config, model, variables, update, None, config.batch_size)
+  out = common.shared_update(config, model, variables, images, labels, None)
+  update, order = out if config.setting == "fedavg" else (out, None)
+  attack = reconstruct.build_attack(config, model, variables, update, order, config.batch_size)
   return attack, np.asarray(labels)[None]
 
 

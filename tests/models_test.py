@@ -1,3 +1,5 @@
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -145,3 +147,70 @@ def test_resnet_convs_initialised_as_torchvision():
     assert abs(float(np.std(k)) - expected) < 0.1 * expected
     # PyTorch's Conv2d default would give sqrt(1 / (27 C_in)): sqrt(6 C_in / C_out) smaller
     assert float(np.std(k)) > 1.5 * np.sqrt(1.0 / (27 * k.shape[-2]))
+
+
+@pytest.mark.parametrize("shape,kernel,strides,padding", [
+    ((2, 9, 9, 3), (3, 3), (1, 1), ((1, 1), (1, 1))),
+    ((2, 9, 10, 3), (3, 3), (2, 1), ((1, 1), (0, 2))),   # row stride, asymmetric pad
+    ((3, 6, 6, 4), (1, 1), (1, 1), ((0, 0), (0, 0))),
+    ((2, 8, 8, 3), (5, 5), (1, 1), ((2, 2), (2, 2))),
+    ((2, 9, 9, 3), (3, 3), (2, 2), ((1, 1), (1, 1))),   # taps only
+])
+def test_weight_gradient_forms_match_xla(shape, kernel, strides, padding):
+  """Both matmul forms of the weight gradient against XLA's backward-filter convolution."""
+  from jax import lax
+  from jaxinvert.models import conv as conv_lib
+  x = jax.random.normal(jax.random.key(0), shape)
+  w = jnp.zeros((*kernel, shape[-1], 5))
+  conv = lambda w: lax.conv_general_dilated(x, w, strides, padding,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  out, vjp = jax.vjp(conv, w)
+  ct = jax.random.normal(jax.random.key(1), out.shape)
+  (expected,) = vjp(ct)
+  forms = [conv_lib._tap_weight_gradient, conv_lib.weight_gradient]
+  if strides[1] == 1:
+    forms.append(conv_lib._block_weight_gradient)
+  scale = np.abs(np.asarray(expected)).max()
+  for form in forms:
+    got = form(x, ct, w.shape, strides, padding)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * scale, err_msg=form.__name__)
+
+
+def _conv_operands(jaxpr) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+  """(lhs shape, rhs shape) of every convolution in a jaxpr and its sub-jaxprs."""
+  from jax.extend import core
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "conv_general_dilated":
+      found.append((eqn.invars[0].aval.shape, eqn.invars[1].aval.shape))
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        if isinstance(sub, core.ClosedJaxpr):
+          found += _conv_operands(sub.jaxpr)
+        elif isinstance(sub, core.Jaxpr):
+          found += _conv_operands(sub)
+  return found
+
+
+def test_no_backward_filter_convolution_when_weights_depend_on_the_input():
+  """Unrolled FedAvg: the second local step's weights depend on the images, so the attack
+  differentiates its forward pass with respect to the weights. With the matmul weight
+  gradient every convolution left must have a kernel-sized right operand."""
+  from jaxinvert.models import conv as conv_lib
+  dn = ("NHWC", "HWIO", "NHWC")
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+
+  def attack_loss(conv, x):
+    loss = lambda w, x: jnp.sum(jnp.sin(conv(x, w, (1, 1), "SAME", dimension_numbers=dn)))
+    w1 = w - 0.1 * jax.grad(loss)(w, x)        # first local step
+    g2 = jax.grad(loss)(w1, x)                 # second local step, at weights that depend on x
+    return jnp.sum(g2 ** 2)
+
+  for conv, expect_filter_convs in ((jax.lax.conv_general_dilated, True),
+                                    (conv_lib.conv_general_dilated, False)):
+    jaxpr = jax.make_jaxpr(jax.grad(functools.partial(attack_loss, conv)))(x).jaxpr
+    operands = _conv_operands(jaxpr)
+    assert operands
+    filter_convs = [o for o in operands if o[1][:2] != (3, 3)]
+    assert bool(filter_convs) == expect_filter_convs, (conv, filter_convs)

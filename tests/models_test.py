@@ -214,3 +214,18 @@ def test_no_backward_filter_convolution_when_weights_depend_on_the_input():
     assert operands
     filter_convs = [o for o in operands if o[1][:2] != (3, 3)]
     assert bool(filter_convs) == expect_filter_convs, (conv, filter_convs)
+
+
+def test_disjoint_max_pool_matches_flax_pool():
+  """Values and gradient of the ConvNet's pool against flax's (no ties in normal data)."""
+  import flax.linen as nn
+  from jaxinvert.models.convnet import disjoint_max_pool
+  x = jax.random.normal(jax.random.key(0), (2, 32, 31, 3))
+  expected = nn.max_pool(x, (3, 3), strides=(3, 3))
+  got = disjoint_max_pool(x, 3)
+  assert got.shape == (2, 10, 10, 3)
+  np.testing.assert_array_equal(got, expected)
+  weights = jax.random.normal(jax.random.key(1), expected.shape)
+  grad = lambda pool: jax.grad(lambda x: jnp.sum(weights * pool(x)))(x)
+  np.testing.assert_array_equal(grad(lambda x: disjoint_max_pool(x, 3)),
+                                grad(lambda x: nn.max_pool(x, (3, 3), strides=(3, 3))))

@@ -42,7 +42,7 @@ class ConvImpl(enum.Enum):
   """How convolutions are differentiated (same values to float rounding).
 
   ``XLA``: XLA's own convolutions throughout. ``MATMUL_DW``: forward and input
-  gradient by XLA, the weight gradient as per-tap matmuls (`jaxinvert.models.conv`),
+  gradient by XLA, the weight gradient as matmuls (`jaxinvert.models.conv`),
   faster on XLA:CPU, whose backward-filter convolution is slow.
   """
 

@@ -29,7 +29,7 @@ def validate(config) -> None:
   """Rejects nonsense before any work; every error names its config field."""
   common.validate_victim_and_data(config)
   common.validate_setting(config)
-  for field in ("iterations", "restarts", "hypotheses", "log_every"):
+  for field in ("iterations", "restarts", "hypotheses", "label_arrangements", "log_every"):
     minimum = 0 if field == "iterations" else 1
     if config[field] < minimum:
       common.fail(field, f"must be >= {minimum}, got {config[field]}")
@@ -52,6 +52,12 @@ def validate(config) -> None:
                 "has none")
   if config.checkpoint_every and config.checkpoint_every % config.log_every:
     common.fail("checkpoint_every", f"must be a multiple of log_every ({config.log_every})")
+  if config.label_arrangements > 1 and not (
+      config.setting == "fedavg" and config.fedavg_method == "unroll"
+      and config.fedavg_order == "known" and config.label_source == "restored"):
+    common.fail("label_arrangements", "places restored labels on a known FedAvg order: it needs "
+                "setting=fedavg, fedavg_method=unroll, fedavg_order=known, "
+                "label_source=restored")
   if config.label_source == "given":
     given = [s for s in config.labels.split(",") if s.strip()]
     if len(given) != config.batch_size:
@@ -61,8 +67,13 @@ def validate(config) -> None:
     common.fail("hypotheses", "label hypotheses need label_source=restored")
 
 
-def _hypotheses(config, model, variables, update, true_labels, key) -> tuple[np.ndarray, dict]:
-  """``[H, B]`` label hypotheses for the attack, and what the label step reports."""
+def _hypotheses(config, model, variables, update, true_labels, key,
+                order=None) -> tuple[np.ndarray, dict]:
+  """``[H, B]`` label hypotheses for the attack, and what the label step reports.
+
+  With ``config.label_arrangements > 1`` (FedAvg, known client order) every count vector
+  is placed on the batch positions in up to that many ways that the client's
+  mini-batches tell apart (`simulators.label_arrangements`)."""
   if config.label_source == "true":
     return np.asarray(true_labels)[None], {"method": "true"}
   if config.label_source == "given":
@@ -71,9 +82,15 @@ def _hypotheses(config, model, variables, update, true_labels, key) -> tuple[np.
   method, estimate = common.restore_labels(config, model, variables, update, key)
   hyps = np.asarray(labels_lib.hypotheses(estimate.scores, num_images=config.batch_size,
                                           num=config.hypotheses))
-  return np.stack([metrics.counts_to_labels(h) for h in hyps]), {
+  placed = [metrics.counts_to_labels(h)[None] for h in hyps]
+  if config.label_arrangements > 1:
+    placed = [simulators.label_arrangements(
+        p[0], order=np.asarray(order), local_batch_size=common.local_batch_size(config),
+        max_num=config.label_arrangements) for p in placed]
+  placed = np.concatenate(placed)
+  return placed, {
       "method": method, "scores": np.asarray(estimate.scores),
-      "counts": np.asarray(estimate.counts), "hypotheses": hyps}
+      "counts": np.asarray(estimate.counts), "hypotheses": hyps, "placements": placed}
 
 
 def build_attack(config, model, variables, update, order, batch_size):
@@ -133,7 +150,8 @@ def run(config, workdir: str) -> dict:
     else:
       update, order = common.shared_update(config, model, variables, images, true_labels,
                                            client_key)
-    hyps, label_info = _hypotheses(config, model, variables, update, true_labels, label_key)
+    hyps, label_info = _hypotheses(config, model, variables, update, true_labels, label_key,
+                                   order)
     attack = build_attack(config, model, variables, update, order, config.batch_size)
     result = runner.run(
         attack, key=attack_key, hypotheses=hyps, restarts=config.restarts,

@@ -16,9 +16,10 @@ The server does not know how the client ordered its mini-batches:
 from __future__ import annotations
 
 import enum
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 import jax
+import numpy as np
 
 from jaxinvert import victim
 from jaxinvert.types import ApplyFn, Params, PyTree, Variables
@@ -95,3 +96,66 @@ def fedavg_approx_target(delta: Params, *, local_lr: float, steps: int) -> Param
     raise ValueError(f"local_lr and steps must be positive, got {local_lr}, {steps}")
   return jax.tree.map(lambda d: -d / (local_lr * steps), delta)
 
+
+
+def _multiset_permutations(values: np.ndarray) -> Iterator[np.ndarray]:
+  """Distinct permutations of ``values`` in lexicographic order (next-permutation)."""
+  perm = np.sort(np.asarray(values))
+  while True:
+    yield perm.copy()
+    pivots = np.nonzero(perm[:-1] < perm[1:])[0]
+    if not pivots.size:
+      return
+    i = pivots[-1]
+    j = i + 1 + np.nonzero(perm[i + 1:] > perm[i])[0][-1]
+    perm[i], perm[j] = perm[j], perm[i]
+    perm[i + 1:] = perm[i + 1:][::-1].copy()
+
+
+def label_arrangements(labels: Sequence[int], *, order: np.ndarray, local_batch_size: int,
+                       max_num: int, max_scanned: int = 100_000) -> np.ndarray:
+  """Placements of a label multiset on the batch positions that a FedAvg client's
+  mini-batches tell apart (ours).
+
+  Label restoration from a FedAvg update gives how many images of each class the client
+  holds, not which mini-batch each was in. With the client's example order known
+  (`OrderAssumption.KNOWN`), the unrolled simulation puts dummy image i, with label
+  ``labels[i]``, in the mini-batches the order gives position i; a placement whose
+  mini-batches hold other label multisets than the client's simulates another local
+  training, and the attack fails although the counts are right. Two placements are the
+  same for the simulation when every local step's mini-batch holds the same labels
+  (order within a mini-batch does not change its mean loss). This lists one placement
+  per such class, to be tried as label hypotheses and chosen by matching loss.
+
+  Args:
+    labels: the label multiset, ``[B]`` (any order).
+    order: the client's example order, ``[local_epochs, B]`` (`victim.epoch_orders`).
+    local_batch_size: examples per local step.
+    max_num: most placements returned.
+    max_scanned: most permutations looked at (the count grows as B!).
+
+  Returns:
+    ``[A, B]`` int32 placements, A <= ``max_num``; the first is the labels sorted. Distinct
+    permutations are scanned in lexicographic order, so when A is capped the list is the
+    first placements in that order, not a sample.
+
+  Raises:
+    ValueError: ``order`` that does not hold B positions per epoch, or a batch size that
+      ``local_batch_size`` does not divide, or ``max_num < 1``.
+  """
+  labels = np.sort(np.asarray(labels, np.int32))
+  order = np.asarray(order)
+  if order.ndim != 2 or order.shape[1] != labels.size:
+    raise ValueError(f"order must be [local_epochs, {labels.size}], got shape {order.shape}")
+  if local_batch_size <= 0 or labels.size % local_batch_size:
+    raise ValueError(f"local_batch_size {local_batch_size} does not divide the batch "
+                     f"of {labels.size}")
+  if max_num < 1:
+    raise ValueError(f"max_num must be >= 1, got {max_num}")
+  steps = order.reshape(-1, local_batch_size)
+  placements: dict[tuple, np.ndarray] = {}
+  for scanned, perm in enumerate(_multiset_permutations(labels)):
+    if len(placements) >= max_num or scanned >= max_scanned:
+      break
+    placements.setdefault(tuple(map(tuple, np.sort(perm[steps], axis=1))), perm)
+  return np.stack(list(placements.values())).astype(np.int32)

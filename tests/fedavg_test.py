@@ -1,3 +1,5 @@
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -99,3 +101,71 @@ def test_approx_target_is_average_gradient(tiny_lenet):
                                            steps=1)
   np.testing.assert_allclose(approx["classifier"]["kernel"], grad["classifier"]["kernel"],
                              rtol=1e-4, atol=1e-6)
+
+
+def _step_multisets(placement, order, local_batch_size):
+  steps = np.asarray(order).reshape(-1, local_batch_size)
+  return tuple(map(tuple, np.sort(np.asarray(placement)[steps], axis=1)))
+
+
+@pytest.mark.parametrize("labels,shuffle,expected", [
+    ([4, 0, 9, 3], False, 6),   # 4!/(2!2!): which pair goes first, same order both epochs
+    ([1, 2, 2, 1], False, 3),   # {11|22}, {12|12}, {22|11}
+    ([4, 0, 9, 3], True, None),
+])
+def test_label_arrangements_one_per_mini_batch_assignment(labels, shuffle, expected):
+  order = np.asarray(victim.epoch_orders(jax.random.key(9) if shuffle else None, 4,
+                                         local_epochs=2))
+  placements = simulators.label_arrangements(labels, order=order, local_batch_size=2,
+                                             max_num=1000)
+  if expected is not None:
+    assert len(placements) == expected
+  np.testing.assert_array_equal(placements[0], np.sort(labels))
+  keys = [_step_multisets(p, order, 2) for p in placements]
+  assert len(set(keys)) == len(keys)                       # distinct for the simulation
+  for p in placements:
+    np.testing.assert_array_equal(np.sort(p), np.sort(labels))
+  # Every arrangement of the multiset is equivalent to one listed.
+  for perm in itertools.permutations(labels):
+    assert _step_multisets(perm, order, 2) in keys
+  assert len(simulators.label_arrangements(labels, order=order, local_batch_size=2,
+                                           max_num=2)) == 2
+
+
+def test_label_arrangements_reject_bad_input():
+  order = victim.epoch_orders(None, 4, local_epochs=1)
+  with pytest.raises(ValueError, match="order must be"):
+    simulators.label_arrangements([0, 1, 2], order=order, local_batch_size=1, max_num=4)
+  with pytest.raises(ValueError, match="does not divide"):
+    simulators.label_arrangements([0, 1, 2, 3], order=order, local_batch_size=3, max_num=4)
+  with pytest.raises(ValueError, match="max_num"):
+    simulators.label_arrangements([0, 1, 2, 3], order=order, local_batch_size=2, max_num=0)
+
+
+def test_true_placement_matches_and_sorted_one_does_not(tiny_lenet):
+  """Why restored FedAvg labels need placing: the counts are right, yet the sorted
+  placement simulates another local training, while the listed placement with the
+  client's mini-batches matches the update (images put where their labels are)."""
+  model, variables = tiny_lenet
+  x = jax.random.uniform(jax.random.key(3), (4, *model.image_shape))
+  y = np.array([3, 0, 1, 0], np.int32)             # mini-batches {3, 0} and {1, 0}
+  order = victim.epoch_orders(None, 4, local_epochs=2)
+  delta = victim.weight_delta(variables, victim.fedavg_update(
+      model.apply, variables, x, jnp.asarray(y), order=order, **KW))
+  simulate = simulators.fedavg_unroll(model.apply, variables, known_order=order, **KW)
+
+  def loss(labels):
+    # Each image goes to a position of its own mini-batch holding its label.
+    perm = np.empty(4, int)
+    for step in (np.arange(2), np.arange(2, 4)):
+      perm[step] = step[np.argsort(y[step], kind="stable")][np.argsort(
+          np.argsort(labels[step], kind="stable"), kind="stable")]
+    return float(objectives.squared_l2(simulate(None, x[perm], jnp.asarray(labels)), delta))
+
+  placements = simulators.label_arrangements(y, order=order, local_batch_size=2, max_num=10)
+  client = [p for p in placements if _step_multisets(p, order, 2) == _step_multisets(y, order, 2)]
+  assert len(client) == 1
+  assert loss(client[0]) < 1e-12
+  sorted_labels = np.sort(y)                       # {0, 0} and {1, 3}: not the client's
+  assert not np.array_equal(client[0], sorted_labels)
+  assert loss(sorted_labels) > 1e3 * max(loss(client[0]), 1e-12)

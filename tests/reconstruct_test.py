@@ -3,10 +3,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from experiments import reconstruct
-from experiments.configs import lenet_b1
+from experiments.configs import lenet_b1, lenet_fedavg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,6 +53,9 @@ def test_same_seed_same_numbers(tmp_path):
     ("setting", "fedprox", "config.setting"),
     ("dataset", "mnist", "config.dataset"),
     ("scan_unroll", -1, "config.scan_unroll"),
+    ("label_arrangements", 3, "config.label_arrangements: places restored labels on a known "
+     "FedAvg order"),
+    ("label_arrangements", 0, "config.label_arrangements: must be >= 1"),
 ])
 def test_nonsense_config_rejected_before_work(tmp_path, field, value, match):
   with pytest.raises(ValueError, match=match):
@@ -68,3 +72,18 @@ def test_command_line(tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   assert "jaxinvert: wrote results.json" in out.stdout
   assert (tmp_path / "results.json").exists()
+
+
+def test_fedavg_restored_labels_tried_in_every_mini_batch_placement(tmp_path):
+  config = lenet_fedavg.get_config()
+  for k, v in dict(iterations=10, log_every=10, progress=False, width=3, image_size=16,
+                   label_source="restored", label_arrangements=6).items():
+    config[k] = v
+  results = reconstruct.run(config, str(tmp_path))
+  placements = results["label_restoration"]["placements"]
+  counts = np.asarray(results["label_restoration"]["counts"])
+  assert len(placements) == len(results["final_losses"]) == 6   # 4 distinct labels, pairs
+  for p in placements:
+    np.testing.assert_array_equal(np.bincount(p, minlength=counts.size), counts)
+  chosen = int(results["chosen_hypothesis"])
+  assert results["final_losses"][chosen][0] == min(l[0] for l in results["final_losses"])

@@ -43,6 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.labels = ""                # label_source=given: comma-separated labels
   c.label_method = "auto"      # auto | a method of jaxinvert.labels
   c.hypotheses = 1             # label hypotheses tried (top-H count vectors)
+  c.label_arrangements = 1     # fedavg, known order: mini-batch placements tried per count vector
   # Attack.
   c.iterations = 2000
   c.restarts = 1

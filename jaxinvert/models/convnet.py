@@ -11,35 +11,12 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jaxinvert.models.common import (Activation, ConvImpl, batch_norm, torch_conv,
                                      torch_default_kernel_init)
 from jaxinvert.types import CLASSIFIER
 
 _WIDTH_MULTIPLIERS = (1, 2, 2, 4, 4, 4, "pool", 4, 4, "pool")
-
-
-def disjoint_max_pool(x: jax.Array, size: int) -> jax.Array:
-  """``nn.max_pool(x, (size, size), strides=(size, size))`` (VALID) as reshape + max.
-
-  The windows do not overlap, so the pool is a max over two axes of a reshaped array.
-  Same values; the derivative differs only where a window holds tied maxima (this one
-  shares the cotangent among them, `reduce_window` gives it to one). Its derivatives are
-  elementwise, where `reduce_window`'s derivative is an index-tracking reduce-window and
-  a select-and-scatter, twice over in a double backward.
-
-  Args:
-    x: ``[B, H, W, C]``.
-    size: window and stride; rows and columns beyond a multiple of it are dropped.
-
-  Returns:
-    ``[B, H // size, W // size, C]``.
-  """
-  b, h, w, c = x.shape
-  x = x[:, :h - h % size, :w - w % size]
-  x = x.reshape(b, h // size, size, w // size, size, c)
-  return jnp.max(x, axis=(2, 4))
 
 
 class ConvNet(nn.Module):
@@ -66,7 +43,7 @@ class ConvNet(nn.Module):
     conv_index = 0
     for item in _WIDTH_MULTIPLIERS:
       if item == "pool":
-        x = disjoint_max_pool(x, 3)
+        x = nn.max_pool(x, (3, 3), strides=(3, 3))
         continue
       x = torch_conv(item * self.width, (3, 3), padding=((1, 1), (1, 1)),
                      use_bias=True, impl=self.conv_impl, name=f"conv{conv_index}")(x)

@@ -9,11 +9,13 @@ local training on the dummy images (Dimitrov et al., TMLR 2022) and matches the 
 change; `approx` matches the update divided by local_lr x steps as one FedSGD gradient.
 Labels: true labels by default, to isolate the image step as issue 5's probe did.
 With --config.label_source=restored they come from the FedAvg label restoration
-(average gradient, statistics along the trajectory); on this victim that fails: the DLG
-LeNet at local_lr 0.1 fits the batch within the first local steps, so the average
-gradient keeps little label signal (measured: label accuracy 0.25-0.36 for every method,
-`experiments/restore_labels.py --config.setting=fedavg`, see README), and with one
-wrong label the images do not come back (6.8 dB), as Geng et al. report.
+(average gradient, statistics along the trajectory). Measured before the sign rule:
+label accuracy 0.25-0.36 for every method on this victim, and with one wrong label the
+images did not come back (6.8 dB), as Geng et al. report. At commit fdc400b the restored
+counts are exact on seeds 0 and 7, but they must also be placed in the client's
+mini-batches: add --config.label_arrangements=6 (every grouping of 4 labels into the 2
+mini-batches, chosen by matching loss): 23.89 / 24.15 dB against 7.88 / 8.02 dB sorted
+(README, FedAvg).
 Expected: unroll >= 20 dB and above approx on the same budget.
 """
 

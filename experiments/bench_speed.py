@@ -99,6 +99,10 @@ def measure_case(config) -> tuple[dict, np.ndarray, np.ndarray]:
     state, _ = step(state)
   jax.block_until_ready(state)
   seconds = (time.perf_counter() - start) / config.timed_steps
+  if bool(state.failed):  # a step whose value or gradient is not finite times nothing useful
+    raise FloatingPointError(
+        f"case {config.batch_size=} {config.model=} {config.setting=}: the attack's objective "
+        f"or gradient became non-finite during the timed steps (objective {state.objective})")
   row = {"seconds_per_step": seconds, "its_per_s": 1.0 / seconds, "flops_per_step": flops}
   if config.psnr_iterations:
     result = runner.run(attack, key=attack_key, hypotheses=np.asarray(labels)[None],

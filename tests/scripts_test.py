@@ -3,6 +3,7 @@
 import importlib
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -182,3 +183,22 @@ def test_label_benchmark_configs_validate(name):
   config = importlib.import_module(f"experiments.configs.{name}").get_config()
   cells = restore_labels.validate(config)
   assert cells and all(isinstance(c, dict) for c in cells)
+
+
+def test_bench_speed_refuses_to_time_a_failing_attack(tmp_path, monkeypatch):
+  """A step whose gradient is not finite must not be reported as a speed."""
+  c = speed_config.get_config()
+  c.model, c.width, c.cases = "lenet", 2, "tiny_b1:batch_size=1"
+  c.timed_steps, c.matmul_size = 1, 256
+  real = bench_speed._case_attack
+
+  def failing(config, images, labels):
+    attack, key = real(config, images, labels)
+    def step(state):
+      state, out = attack.step(state)
+      return state._replace(failed=jnp.ones((), bool)), out
+    return attack._replace(step=step), key
+
+  monkeypatch.setattr(bench_speed, "_case_attack", failing)
+  with pytest.raises(FloatingPointError, match="non-finite"):
+    bench_speed.run(c, str(tmp_path))

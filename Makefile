@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= workdirs/demo
+TEST_WORKERS ?= 2
 
 .PHONY: demo test clean
 
@@ -18,7 +19,7 @@ demo: $(VENV)/.installed
 	$(PY) -m experiments.reconstruct --workdir=$(WORKDIR)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) tests
 
 clean:
 	rm -rf $(VENV) workdirs

@@ -97,7 +97,6 @@ def fedavg_approx_target(delta: Params, *, local_lr: float, steps: int) -> Param
   return jax.tree.map(lambda d: -d / (local_lr * steps), delta)
 
 
-
 def _multiset_permutations(values: np.ndarray) -> Iterator[np.ndarray]:
   """Distinct permutations of ``values`` in lexicographic order (next-permutation)."""
   perm = np.sort(np.asarray(values))

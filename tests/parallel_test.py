@@ -92,7 +92,8 @@ def _worker() -> None:
 
 @pytest.fixture(scope="module")
 def report():
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
+  env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "")
+                                  + f" --xla_force_host_platform_device_count={DEVICES}"),
          "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
   proc = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env, cwd=ROOT,
                         capture_output=True, text=True, timeout=600)

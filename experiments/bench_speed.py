@@ -16,7 +16,10 @@ same step (`experiments/torch_reference.py`), and reports ``reference_its_per_s_
 and ``ratio_its_<case>`` (jaxinvert over reference) against breaching where it ran the
 case, against plain PyTorch otherwise (``reference_<case>`` says which), plus
 ``breaching_its_per_s_<case>`` and ``torch_its_per_s_<case>``. Without that flag the
-reference keys are null and no ratio is claimed.
+reference keys are null and no ratio is claimed. With ``--config.rounds=R`` each case is
+timed R times in alternation (jaxinvert, then the references), and the ratio reported is
+the median of the R per-round ratios (``ratio_its_rounds_<case>``; every round in
+``rounds``), which a machine whose speed drifts over minutes distorts less than one pair.
 
 For the cases in ``--config.quality_cases`` it also measures time to quality: breaching's
 default attack runs for ``reference_iterations`` on the case's images, then jaxinvert's
@@ -32,6 +35,7 @@ import json
 import os
 import subprocess
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -80,8 +84,12 @@ def _case_attack(config, images, labels):
   return attack, attack_key
 
 
-def measure_case(config) -> tuple[dict, np.ndarray, np.ndarray]:
-  """One case's jaxinvert row, and the client images and labels it attacked."""
+def measure_case(config) -> tuple[dict, np.ndarray, np.ndarray, Callable[[], float]]:
+  """One case's jaxinvert row, the client images and labels it attacked, and a timer.
+
+  The timer runs ``config.timed_steps`` more steps of the same compiled program and
+  returns their seconds per step (`run` calls it once per extra round).
+  """
   reconstruct.validate(config)
   images, labels = common.client_batch(config, _case_keys(config)[1])
   attack, attack_key = _case_attack(config, images, labels)
@@ -94,15 +102,24 @@ def measure_case(config) -> tuple[dict, np.ndarray, np.ndarray]:
   for _ in range(config.warmup):
     state, _ = step(state)
   jax.block_until_ready(state)
-  start = time.perf_counter()
-  for _ in range(config.timed_steps):
-    state, _ = step(state)
-  jax.block_until_ready(state)
-  seconds = (time.perf_counter() - start) / config.timed_steps
-  if bool(state.failed):  # a step whose value or gradient is not finite times nothing useful
-    raise FloatingPointError(
-        f"case {config.batch_size=} {config.model=} {config.setting=}: the attack's objective "
-        f"or gradient became non-finite during the timed steps (objective {state.objective})")
+  current = [state]
+
+  def timer() -> float:
+    state = current[0]
+    start = time.perf_counter()
+    for _ in range(config.timed_steps):
+      state, _ = step(state)
+    jax.block_until_ready(state)
+    seconds = (time.perf_counter() - start) / config.timed_steps
+    if bool(state.failed):  # a step whose value or gradient is not finite times nothing useful
+      raise FloatingPointError(
+          f"case {config.batch_size=} {config.model=} {config.setting=}: the attack's "
+          f"objective or gradient became non-finite during the timed steps "
+          f"(objective {state.objective})")
+    current[0] = state
+    return seconds
+
+  seconds = timer()
   row = {"seconds_per_step": seconds, "its_per_s": 1.0 / seconds, "flops_per_step": flops}
   if config.psnr_iterations:
     result = runner.run(attack, key=attack_key, hypotheses=np.asarray(labels)[None],
@@ -110,7 +127,7 @@ def measure_case(config) -> tuple[dict, np.ndarray, np.ndarray]:
                         log_every=config.psnr_iterations)
     row["psnr"] = metrics.reconstruction_report(result.images, images, labels, labels)["psnr"]
     row["psnr_iterations"] = config.psnr_iterations
-  return row, np.asarray(images), np.asarray(labels)
+  return row, np.asarray(images), np.asarray(labels), timer
 
 
 def _run_reference(python: str, script: str, case: str, out: str,
@@ -285,6 +302,23 @@ def _with_overrides(config, overrides: str):
   return common.apply_cell(config, common.parse_cells(spec)[0])
 
 
+def _print_jaxinvert(name: str, row: dict, peak: float) -> None:
+  flops_per_s = row["flops_per_step"] * row["its_per_s"]
+  print(f"  {name:22s} {row['seconds_per_step'] * 1e3:9.1f} ms/step "
+        f"{row['flops_per_step'] / 1e9:7.2f} GFLOP/step  {flops_per_s / 1e9:6.1f} GFLOP/s  "
+        f"roofline {flops_per_s / peak:.2f}", flush=True)
+
+
+def _print_reference(name: str, row: dict, ref: dict, config) -> None:
+  for label in ("breaching", "torch"):
+    if ref[label] is not None:
+      print(f"  {name:22s} {label:9s} {ref[label]['seconds_per_step'] * 1e3:9.1f} ms/step  "
+            f"jaxinvert/{label} {row['its_per_s'] / ref[label]['its_per_s']:.2f}x", flush=True)
+  if ref["breaching"] is None and config.reference == "breaching":
+    print(f"  {name:22s} breaching could not run this case; plain PyTorch stands in",
+          flush=True)
+
+
 def run(config, workdir: str) -> dict:
   if config.reference not in ("breaching", "torch"):
     raise ValueError(f"config.reference: {config.reference!r} is not 'breaching' or 'torch'")
@@ -303,37 +337,55 @@ def run(config, workdir: str) -> dict:
   if quality and (config.reference_iterations <= 0 or config.quality_max_factor <= 0):
     common.fail("reference_iterations", "reference_iterations and quality_max_factor must be "
                 f"positive, got {config.reference_iterations} and {config.quality_max_factor}")
+  if config.rounds < 1:
+    common.fail("rounds", f"must be >= 1, got {config.rounds}")
+  rounds = results["rounds"] = []
   for name, overrides in tqdm.tqdm(parse_cases(config.cases), desc="cases"):
     cfg = _with_overrides(config, overrides)
-    row, images, labels = measure_case(cfg)
+    row, images, labels, timer = measure_case(cfg)
+    refs = []
+    for r in range(config.rounds):
+      if r:  # later rounds: the same compiled step again, right before the reference again
+        seconds = timer()
+        row["seconds_per_step"], row["its_per_s"] = seconds, 1.0 / seconds
+      rounds.append({"case": name, "round": r, "jaxinvert_its_per_s": row["its_per_s"]})
+      _print_jaxinvert(name, row, peak)
+      if config.reference_python:
+        ref = measure_reference(cfg, workdir, name, images, labels)
+        refs.append(ref)
+        rounds[-1].update({f"{label}_its_per_s": ref[label]["its_per_s"]
+                           for label in ("breaching", "torch") if ref[label] is not None})
+        rounds[-1]["ratio_its"] = row["its_per_s"] / ref[ref["used"]]["its_per_s"]
+        _print_reference(name, row, ref, config)
+    mine = [x["jaxinvert_its_per_s"] for x in rounds if x["case"] == name]
+    row["its_per_s"] = float(np.median(mine))
+    row["seconds_per_step"] = 1.0 / row["its_per_s"]
+    row["its_per_s_rounds"] = mine
     row["roofline_fraction"] = row["flops_per_step"] * row["its_per_s"] / peak
     results["cases"][name] = row
     results[f"roofline_fraction_{name}"] = row["roofline_fraction"]
     results[f"jaxinvert_its_per_s_{name}"] = row["its_per_s"]
-    print(f"  {name:22s} {row['seconds_per_step'] * 1e3:9.1f} ms/step "
-          f"{row['flops_per_step'] / 1e9:7.2f} GFLOP/step  "
-          f"{row['flops_per_step'] * row['its_per_s'] / 1e9:6.1f} GFLOP/s  "
-          f"roofline {row['roofline_fraction']:.2f}", flush=True)
     results[f"reference_its_per_s_{name}"] = None
     results[f"ratio_its_{name}"] = None
-    if config.reference_python:
-      ref = measure_reference(cfg, workdir, name, images, labels)
+    if refs:
+      ref = refs[-1]
       row["reference"] = ref
-      used = ref[ref["used"]]
       results[f"reference_{name}"] = ref["used"]
-      results[f"reference_its_per_s_{name}"] = used["its_per_s"]
-      results[f"ratio_its_{name}"] = row["its_per_s"] / used["its_per_s"]
-      results[f"torch_its_per_s_{name}"] = ref["torch"]["its_per_s"]
-      if ref["breaching"] is not None:
-        results[f"breaching_its_per_s_{name}"] = ref["breaching"]["its_per_s"]
+      if any(r["used"] != ref["used"] for r in refs):
+        raise RuntimeError(f"case {name}: breaching ran in some rounds and not in others")
+      per_round = [x for x in rounds if x["case"] == name]
       for label in ("breaching", "torch"):
-        if ref[label] is not None:
-          print(f"  {name:22s} {label:9s} {ref[label]['seconds_per_step'] * 1e3:9.1f} ms/step  "
-                f"jaxinvert/{label} {row['its_per_s'] / ref[label]['its_per_s']:.2f}x",
-                flush=True)
-      if ref["breaching"] is None and config.reference == "breaching":
-        print(f"  {name:22s} breaching could not run this case; plain PyTorch stands in",
-              flush=True)
+        if all(f"{label}_its_per_s" in x for x in per_round):
+          results[f"{label}_its_per_s_{name}"] = float(
+              np.median([x[f"{label}_its_per_s"] for x in per_round]))
+      results[f"reference_its_per_s_{name}"] = results[f"{ref['used']}_its_per_s_{name}"]
+      # Each round's ratio compares two timings taken minutes apart at most; the median of
+      # those ratios resists this machine's drift better than a ratio of medians.
+      results[f"ratio_its_{name}"] = float(np.median([x["ratio_its"] for x in per_round]))
+      results[f"ratio_its_rounds_{name}"] = [x["ratio_its"] for x in per_round]
+      if config.rounds > 1:
+        print(f"  {name:22s} median over {config.rounds} rounds: jaxinvert/{ref['used']} "
+              f"{results[f'ratio_its_{name}']:.2f}x", flush=True)
     results[f"ratio_time_to_psnr_{name}"] = None
     if config.reference_python and name in quality:
       quality_case(cfg, workdir, name, images, labels, results)

@@ -129,6 +129,34 @@ def test_bench_speed_reports_roofline(tmp_path):
     bench_speed.run(c, str(tmp_path))
 
 
+def test_bench_speed_rounds_take_the_median_of_per_round_ratios(tmp_path, monkeypatch):
+  """Alternating rounds: each round's ratio pairs adjacent timings; the median is kept."""
+  c = speed_config.get_config()
+  c.model, c.width, c.cases = "lenet", 2, "tiny_b1:batch_size=1"
+  c.timed_steps, c.matmul_size, c.rounds = 1, 256, 3
+  c.reference_python = "fake-python"
+  reference_speeds = iter([1.0, 1e6, 1e-6])  # its/s of the reference in rounds 0, 1, 2
+
+  def fake_reference(config, workdir, name, images, labels):
+    speed = next(reference_speeds)
+    row = {"its_per_s": speed, "seconds_per_step": 1.0 / speed}
+    return {"breaching": row, "breaching_error": "", "torch": dict(row), "used": "breaching"}
+
+  monkeypatch.setattr(bench_speed, "measure_reference", fake_reference)
+  out = bench_speed.run(c, str(tmp_path))
+  rounds = out["rounds"]
+  assert [r["round"] for r in rounds] == [0, 1, 2]
+  ratios = [r["jaxinvert_its_per_s"] / s for r, s in zip(rounds, [1.0, 1e6, 1e-6])]
+  assert out["ratio_its_rounds_tiny_b1"] == pytest.approx(ratios)
+  assert out["ratio_its_tiny_b1"] == pytest.approx(ratios[0])  # the median round
+  assert out["breaching_its_per_s_tiny_b1"] == pytest.approx(1.0)
+  assert out["jaxinvert_its_per_s_tiny_b1"] == pytest.approx(
+      np.median([r["jaxinvert_its_per_s"] for r in rounds]))
+  c.rounds = 0
+  with pytest.raises(ValueError, match="config.rounds"):
+    bench_speed.run(c, str(tmp_path))
+
+
 def test_time_to_psnr_stops_at_target_or_budget():
   c = speed_config.get_config()
   c.model, c.width, c.batch_size, c.image_size = "lenet", 2, 1, 8

@@ -31,6 +31,10 @@ def get_config():
              "fedavg4_convnet_b4:batch_size=4,setting=fedavg,local_epochs=2,local_batch_size=2")
   c.warmup = 1
   c.timed_steps = 3
+  # Timing rounds per case: jaxinvert's timed steps then the references', repeated; the
+  # reported ratio is the median of the rounds' ratios (this machine drifts by tens of
+  # percent over minutes), its/s the median of each side's rounds.
+  c.rounds = 1
   c.psnr_iterations = 0        # 0 = skip the quality run
   c.matmul_size = 2048
   c.reference_python = ""      # a Python with torch + breaching (requirements-bench.txt); '' = none

@@ -343,48 +343,48 @@ def run(config, workdir: str) -> dict:
   for name, overrides in tqdm.tqdm(parse_cases(config.cases), desc="cases"):
     cfg = _with_overrides(config, overrides)
     row, images, labels, timer = measure_case(cfg)
-    refs = []
+    case_rounds, used = [], set()
     for r in range(config.rounds):
       if r:  # later rounds: the same compiled step again, right before the reference again
         seconds = timer()
         row["seconds_per_step"], row["its_per_s"] = seconds, 1.0 / seconds
-      rounds.append({"case": name, "round": r, "jaxinvert_its_per_s": row["its_per_s"]})
+      entry = {"case": name, "round": r, "jaxinvert_its_per_s": row["its_per_s"]}
       _print_jaxinvert(name, row, peak)
       if config.reference_python:
         ref = measure_reference(cfg, workdir, name, images, labels)
-        refs.append(ref)
-        rounds[-1].update({f"{label}_its_per_s": ref[label]["its_per_s"]
-                           for label in ("breaching", "torch") if ref[label] is not None})
-        rounds[-1]["ratio_its"] = row["its_per_s"] / ref[ref["used"]]["its_per_s"]
+        row["reference"] = ref
+        used.add(ref["used"])
+        entry.update({f"{label}_its_per_s": ref[label]["its_per_s"]
+                      for label in ("breaching", "torch") if ref[label] is not None})
+        entry["ratio_its"] = row["its_per_s"] / ref[ref["used"]]["its_per_s"]
         _print_reference(name, row, ref, config)
-    mine = [x["jaxinvert_its_per_s"] for x in rounds if x["case"] == name]
-    row["its_per_s"] = float(np.median(mine))
+      case_rounds.append(entry)
+    rounds.extend(case_rounds)
+    row["its_per_s_rounds"] = [x["jaxinvert_its_per_s"] for x in case_rounds]
+    row["its_per_s"] = float(np.median(row["its_per_s_rounds"]))
     row["seconds_per_step"] = 1.0 / row["its_per_s"]
-    row["its_per_s_rounds"] = mine
     row["roofline_fraction"] = row["flops_per_step"] * row["its_per_s"] / peak
     results["cases"][name] = row
     results[f"roofline_fraction_{name}"] = row["roofline_fraction"]
     results[f"jaxinvert_its_per_s_{name}"] = row["its_per_s"]
     results[f"reference_its_per_s_{name}"] = None
     results[f"ratio_its_{name}"] = None
-    if refs:
-      ref = refs[-1]
-      row["reference"] = ref
-      results[f"reference_{name}"] = ref["used"]
-      if any(r["used"] != ref["used"] for r in refs):
+    if used:
+      if len(used) > 1:
         raise RuntimeError(f"case {name}: breaching ran in some rounds and not in others")
-      per_round = [x for x in rounds if x["case"] == name]
+      (reference,) = used
+      results[f"reference_{name}"] = reference
       for label in ("breaching", "torch"):
-        if all(f"{label}_its_per_s" in x for x in per_round):
+        if all(f"{label}_its_per_s" in x for x in case_rounds):
           results[f"{label}_its_per_s_{name}"] = float(
-              np.median([x[f"{label}_its_per_s"] for x in per_round]))
-      results[f"reference_its_per_s_{name}"] = results[f"{ref['used']}_its_per_s_{name}"]
+              np.median([x[f"{label}_its_per_s"] for x in case_rounds]))
+      results[f"reference_its_per_s_{name}"] = results[f"{reference}_its_per_s_{name}"]
       # Each round's ratio compares two timings taken minutes apart at most; the median of
       # those ratios resists this machine's drift better than a ratio of medians.
-      results[f"ratio_its_{name}"] = float(np.median([x["ratio_its"] for x in per_round]))
-      results[f"ratio_its_rounds_{name}"] = [x["ratio_its"] for x in per_round]
+      results[f"ratio_its_rounds_{name}"] = [x["ratio_its"] for x in case_rounds]
+      results[f"ratio_its_{name}"] = float(np.median(results[f"ratio_its_rounds_{name}"]))
       if config.rounds > 1:
-        print(f"  {name:22s} median over {config.rounds} rounds: jaxinvert/{ref['used']} "
+        print(f"  {name:22s} median over {config.rounds} rounds: jaxinvert/{reference} "
               f"{results[f'ratio_its_{name}']:.2f}x", flush=True)
     results[f"ratio_time_to_psnr_{name}"] = None
     if config.reference_python and name in quality:

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinvert import models
+from jaxinvert import models, victim
 from jaxinvert.types import CLASSIFIER
 
 
@@ -227,7 +227,6 @@ def test_attack_gradient_finite_on_wide_convnet():
   variables = model.init(jax.random.key(0))
   x = jax.random.uniform(jax.random.key(1), (1, 32, 32, 3))
   y = jnp.array([3])
-  from jaxinvert import victim
   loss = lambda x: sum(jnp.sum(g ** 2) for g in jax.tree.leaves(
       victim.fedsgd_update(model.apply, variables, x, y)))
   grad = jax.jit(jax.grad(loss))(x)

@@ -372,13 +372,21 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
       return chosen
     sources = ([e.scores for e in base] + [idlg(update, num_images=num_images).scores]
                + [chosen.scores])
-    scores, counts, residual = label_fit.search(
-        keys[-1], base_scores=jnp.stack(sources), update=update, variables=variables,
-        num_images=num_images, minimum=present)
+
+    def fitted(_):
+      scores, counts, residual = label_fit.search(
+          keys[-1], base_scores=jnp.stack(sources), update=update, variables=variables,
+          num_images=num_images, minimum=present)
+      certified = residual <= fit_tolerance
+      return (jnp.where(certified, scores, chosen.scores),
+              jnp.where(certified, counts, chosen.counts))
+
+    # The sign rule has decided (K classes flagged, or one): skip the search. Under vmap
+    # with a batched predicate `lax.cond` runs both branches and selects, same values.
     decided = (jnp.sum(present) == num_images) | (jnp.sum(present) == 1)
-    certified = (residual <= fit_tolerance) & ~decided
-    return LabelEstimate(jnp.where(certified, scores, chosen.scores),
-                         jnp.where(certified, counts, chosen.counts))
+    scores, counts = jax.lax.cond(decided, lambda _: (chosen.scores, chosen.counts),
+                                  fitted, None)
+    return LabelEstimate(scores, counts)
   raise ValueError(f"unknown label method {method!r}")
 
 

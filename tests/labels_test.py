@@ -51,6 +51,53 @@ def test_formulas_exact_with_the_batch_statistics_and_signs_match_victim():
     np.testing.assert_array_equal(estimate.counts, _true_counts(y, 5))
 
 
+class _ConstantFeatures(nn.Module):
+  """Every image has the same (learned) feature vector: the batch's mean feature is all
+  there is to know, so re-centring the dummies on it makes the bias form exact."""
+
+  @nn.compact
+  def __call__(self, x, train=True, return_features=False):
+    del train
+    o = self.param("o", nn.initializers.uniform(1.0), (6,))
+    f = jnp.broadcast_to(o, (x.shape[0], 6))
+    return f if return_features else nn.Dense(5, name=CLASSIFIER)(f)
+
+
+def test_recentred_exact_where_dummies_miss_only_the_batch_mean_feature():
+  model = Model("constant", _ConstantFeatures(), (4, 4, 3), 5, False)
+  variables = model.init(jax.random.key(1))
+  x, y = _batch([0, 0, 0, 2, 4, 4])
+  grad = victim.fedsgd_update(model.apply, variables, x, y)
+  o = variables["params"]["o"]
+  # Dummies whose features are all another non-negative vector than the batch's.
+  dummy_features = lambda v, d: (jnp.broadcast_to(0.3 * o + 0.7, (d.shape[0], 6)), {})
+  kwargs = dict(update=grad, features_fn=dummy_features, variables=variables, num_images=6,
+                image_shape=model.image_shape)
+  truth = _true_counts(y, 5)
+  plain = labels.geng_bias(jax.random.key(0), **kwargs)
+  assert np.max(np.abs(np.asarray(plain.scores) - truth)) > 0.1  # the dummies do miss
+  fn = jax.jit(lambda k, u: labels.restore(k, method=labels.Method.RECENTRED,
+                                           **{**kwargs, "update": u}))
+  estimate = fn(jax.random.key(0), grad)
+  np.testing.assert_allclose(estimate.scores, truth, atol=1e-4)
+  np.testing.assert_array_equal(estimate.counts, truth)
+  with pytest.raises(ValueError, match="rounds"):
+    labels.recentred(jax.random.key(0), rounds=0, **kwargs)
+
+
+def test_recentred_falls_back_to_geng_bias_when_no_class_is_absent():
+  model, variables = _toy()
+  x, y = _batch([0, 1, 2, 3, 4], seed=1)  # all five classes present
+  grad = victim.fedsgd_update(model.apply, variables, x, y)
+  kwargs = dict(update=grad, features_fn=model.features, variables=variables, num_images=5,
+                image_shape=model.image_shape)
+  # Every class is flagged by the sign rule here, so the absent set is empty from the
+  # start and there is no row to re-centre on.
+  assert int(labels.certain_classes(grad, 5).sum()) == 5
+  np.testing.assert_allclose(labels.recentred(jax.random.key(3), **kwargs).scores,
+                             labels.geng_bias(jax.random.key(3), **kwargs).scores)
+
+
 def test_round_counts_nonnegative_and_sum_to_k():
   rng = np.random.default_rng(0)
   for k in (1, 5, 16, 100):

@@ -19,7 +19,7 @@ def get_config():
   c.batch_size = 16
   c.label_dist = "single:8"
   c.trials = 10
-  c.methods = "geng,geng_bias,idlg,gradinversion,llg_plus,ilrg,cluster,select"
+  c.methods = "geng,geng_bias,recentred,idlg,gradinversion,llg_plus,ilrg,cluster,select"
   c.num_dummies = 0           # 0 = K dummies (Geng et al.'s code)
   c.dummy_dist = "uniform"
   c.stats_point = "trajectory"  # fedavg: start | end | trajectory

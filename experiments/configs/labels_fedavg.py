@@ -25,7 +25,7 @@ def get_config():
   c.setting = "fedavg"
   c.local_epochs = 5
   c.local_batch_size = 0   # the whole batch: one local step per epoch
-  c.methods = "geng,geng_bias,idlg,gradinversion,llg_plus,ilrg,cluster,select"
+  c.methods = "geng,geng_bias,recentred,idlg,gradinversion,llg_plus,ilrg,cluster,select"
   c.cells = ";".join(f"local_lr={lr},{cell}" for lr in ("0.0001", "0.001", "0.01", "0.1")
                      for cell in _CELLS)
   return c

@@ -15,7 +15,7 @@ from experiments.configs import labels
 def get_config():
   c = labels.get_config()
   c.trials = 8
-  c.methods = "geng,geng_bias,idlg,gradinversion,llg_plus,ilrg,cluster,select,fit"
+  c.methods = "geng,geng_bias,recentred,idlg,gradinversion,llg_plus,ilrg,cluster,select,fit"
   c.cells = ";".join([
       "batch_size=8,label_dist=unique",
       "batch_size=8,label_dist=single:4",

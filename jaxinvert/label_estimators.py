@@ -1,0 +1,316 @@
+r"""Closed-form label-count estimators over a last layer's gradient (one batch, no fit).
+
+Notation and the bias / weight forms: `jaxinvert.labels`. Here: Geng et al.'s forms with
+dummy statistics (`geng`, `geng_bias`), their re-centred bias form (`recentred`, ours),
+the baselines iDLG, GradInversion, LLG+ and iLRG, iLRG's cluster model fitted
+self-consistently (`cluster`, ours), and the sign rule's flagged classes
+(`certain_classes`). Each is ``(key?, *, update, ...) -> LabelEstimate``, jit- and
+vmap-able over trials; `jaxinvert.labels.restore` dispatches among them and combines them.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxinvert.counts import class_features, classifier_grads, present_classes, round_counts
+from jaxinvert.types import CLASSIFIER, Params, PyTree, Variables
+
+FeaturesFn = Callable[[Variables, jax.Array], tuple[jax.Array, PyTree]]
+
+class LabelEstimate(NamedTuple):
+  """Attributes: ``scores`` real-valued counts ``[N]``; ``counts`` their rounding, int32
+  ``[N]``, non-negative and summing to K."""
+
+  scores: jax.Array
+  counts: jax.Array
+
+
+class DummyDist(enum.Enum):
+  """Inputs pushed through the victim to estimate the batch's softmax statistics."""
+
+  UNIFORM = "uniform"    # U(0, 1) images, Geng et al.'s code
+  GAUSSIAN = "gaussian"  # N(0, 1) images
+
+
+# ----------------------------------------------------------------- shared pieces
+
+
+def _dummies(key: jax.Array, num: int, image_shape, dist: DummyDist) -> jax.Array:
+  shape = (num, *image_shape)
+  if dist == DummyDist.UNIFORM:
+    return jax.random.uniform(key, shape, jnp.float32)
+  return jax.random.normal(key, shape, jnp.float32)
+
+
+def dummy_statistics(key: jax.Array, *, features_fn: FeaturesFn, variables: Variables,
+                     image_shape, num_dummies: int, dummy_dist: DummyDist
+                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Softmax and feature statistics of dummy inputs (Geng et al.'s estimates).
+
+  Returns:
+    ``(p [M, N], O [M], features [M, d])`` for M = ``num_dummies`` dummy images.
+  """
+  if num_dummies <= 0:
+    raise ValueError(f"num_dummies must be positive, got {num_dummies}")
+  x = _dummies(key, num_dummies, image_shape, dummy_dist)
+  features, _ = features_fn(variables, x)
+  layer = variables["params"][CLASSIFIER]
+  logits = features @ layer["kernel"] + layer.get("bias", 0.0)
+  return jax.nn.softmax(logits), features.sum(axis=1), features
+
+
+def _estimate(scores: jax.Array, num_images: int) -> LabelEstimate:
+  return LabelEstimate(scores, round_counts(scores, num_images))
+
+
+# ----------------------------------------------------------------- Geng et al.
+
+
+def geng(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variables: Variables,
+         num_images: int, image_shape, num_dummies: int | None = None,
+         dummy_dist: DummyDist = DummyDist.UNIFORM) -> LabelEstimate:
+  """Geng et al.'s published weight form: c_n = K mean_k p_kn - K sum_j dW_nj / O.
+
+  p and O come from ``num_dummies`` (default K) dummy images.
+  """
+  weight, _ = classifier_grads(update)
+  p, big_o, _ = dummy_statistics(key, features_fn=features_fn, variables=variables,
+                                 image_shape=image_shape,
+                                 num_dummies=num_dummies or num_images, dummy_dist=dummy_dist)
+  scores = num_images * p.mean(axis=0) - num_images * weight.sum(axis=1) / big_o.mean()
+  return _estimate(scores, num_images)
+
+
+def geng_bias(key: jax.Array, *, update: Params, features_fn: FeaturesFn,
+              variables: Variables, num_images: int, image_shape,
+              num_dummies: int | None = None,
+              dummy_dist: DummyDist = DummyDist.UNIFORM) -> LabelEstimate:
+  """The bias form with Geng et al.'s dummy estimate of p: c_n = K mean_k p_kn - K db_n."""
+  _, bias = classifier_grads(update)
+  if bias is None:
+    raise ValueError("geng_bias needs a last layer with a bias")
+  p, _, _ = dummy_statistics(key, features_fn=features_fn, variables=variables,
+                             image_shape=image_shape, num_dummies=num_dummies or num_images,
+                             dummy_dist=dummy_dist)
+  return _estimate(num_images * p.mean(axis=0) - num_images * bias, num_images)
+
+
+def recentred(key: jax.Array, *, update: Params, features_fn: FeaturesFn,
+              variables: Variables, num_images: int, image_shape,
+              num_dummies: int | None = None, dummy_dist: DummyDist = DummyDist.UNIFORM,
+              feature_domain: "FeatureDomain | None" = None, rounds: int = 2
+              ) -> LabelEstimate:
+  """The bias form with dummy features re-centred on the batch's own (ours).
+
+  Geng et al.'s bias form ``c_n = S_n - K db_n`` needs the batch's softmax mass
+  ``S_n = sum_k p_kn``; dummy images (`geng_bias`) miss it because their features are
+  not the batch's. The rows of classes absent from the batch hold the batch's features
+  exactly: for such a class m, ``K dW_m = sum_k p_km o_k`` and ``K db_m = S_m``, so
+  pooled over a set A of absent classes, ``sum_A K dW_m / sum_A K db_m`` is the mean
+  feature of the batch weighted by ``p_kA = sum_{m in A} p_km`` (the rows iLRG reads as
+  class features, Ma et al., ICLR 2023, read here for the classes *not* in the batch).
+  The dummy features are shifted so that their mean under the same weighting equals it,
+  and ``S`` is their mean softmax times K.
+
+  A is first the classes with a positive bias gradient that the sign rule does not
+  flag (`certain_classes`), then, for ``rounds - 1`` more rounds, the unflagged classes
+  that the previous estimate rounds to zero. With no such class (e.g. i.i.d. batches
+  much larger than N, where every class is present) there is nothing to read and the
+  estimate is `geng_bias`'s. The shift captures the batch's mean feature, not how its
+  images spread around it: exact counts on untrained victims, no help once the victim is
+  confident (README, Labels).
+
+  Args:
+    key: PRNG key for the dummy images.
+    update, features_fn, variables, num_images, image_shape, num_dummies, dummy_dist:
+      as `geng_bias`.
+    feature_domain: range of the features, for the sign rule and to clip the shifted
+      dummy features; None = non-negative.
+    rounds: estimates of the absent set A (>= 1).
+
+  Returns:
+    A `LabelEstimate`.
+  """
+  if rounds < 1:
+    raise ValueError(f"rounds must be >= 1, got {rounds}")
+  domain = FeatureDomain.NONNEGATIVE if feature_domain is None else FeatureDomain(
+      feature_domain)
+  weight, bias = classifier_grads(update)
+  if bias is None:
+    raise ValueError("recentred needs a last layer with a bias")
+  p, _, features = dummy_statistics(key, features_fn=features_fn, variables=variables,
+                                    image_shape=image_shape,
+                                    num_dummies=num_dummies or num_images,
+                                    dummy_dist=dummy_dist)
+  layer = variables["params"][CLASSIFIER]
+  lower, upper = _DOMAIN_RANGE[domain]
+  k_dw, k_db = num_images * weight, num_images * bias
+  flagged = certain_classes(update, num_images, domain) > 0
+  fallback = num_images * p.mean(axis=0) - k_db
+  absent = (k_db > 0) & ~flagged
+  scores = fallback
+  for _ in range(rounds):
+    mask = absent.astype(jnp.float32)
+    mass = mask @ k_db
+    target = (mask @ k_dw) / jnp.maximum(mass, 1e-30)
+    dummy_weight = p @ mask                                     # [M]
+    dummy_mean = (dummy_weight @ features) / jnp.maximum(jnp.sum(dummy_weight), 1e-30)
+    shifted = jnp.clip(features - dummy_mean + target, lower, upper)
+    probs = jax.nn.softmax(shifted @ layer["kernel"] + layer["bias"])
+    scores = jnp.where(mass > 0, num_images * probs.mean(axis=0) - k_db, fallback)
+    absent = (round_counts(scores, num_images) == 0) & ~flagged
+  return _estimate(scores, num_images)
+
+
+# ----------------------------------------------------------------- baselines
+
+
+def idlg(update: Params, *, num_images: int = 1) -> LabelEstimate:
+  """iDLG (Zhao et al., 2020): the one class whose last-layer gradient is negative.
+
+  Exact for K = 1 (dL/db_n = p_n - y_n < 0 only for the true class; with
+  non-negative features the weight row has the same sign). For K > 1 it gives all K
+  images that class, which is right only when the whole batch shares it.
+  """
+  weight, bias = classifier_grads(update)
+  score = bias if bias is not None else weight.sum(axis=1)
+  counts = num_images * jax.nn.one_hot(jnp.argmin(score), score.shape[0], dtype=jnp.int32)
+  return LabelEstimate(counts.astype(jnp.float32), counts)
+
+
+def gradinversion(update: Params, *, num_images: int) -> LabelEstimate:
+  """GradInversion (Yin et al., CVPR 2021, Sec. 3.1): the K classes whose weight-gradient
+  rows have the most negative minima, each once. Assumes unique labels and K <= N."""
+  weight, _ = classifier_grads(update)
+  row_min = weight.min(axis=1)
+  if num_images > row_min.shape[0]:
+    raise ValueError(f"gradinversion assumes K <= N distinct labels; K={num_images}, "
+                     f"N={row_min.shape[0]}")
+  top = jnp.argsort(row_min)[:num_images]
+  counts = jnp.zeros(row_min.shape, jnp.int32).at[top].set(1)
+  return LabelEstimate(-row_min, counts)
+
+
+def llg_plus(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variables: Variables,
+             num_images: int, image_shape, num_dummies: int | None = None,
+             dummy_dist: DummyDist = DummyDist.UNIFORM) -> LabelEstimate:
+  """LLG+ (Wainakh et al., PETS 2022): greedy counting with impact and offset from dummies.
+
+  ``g_n = sum_j dW_nj``. One image of class n moves g_n by about ``-m_n`` (its impact,
+  estimated as mean_k (1 - p_kn) O_k / K on dummies) and the rest of the batch adds
+  an offset ``s_n = mean_k p_kn O_k``. Classes with negative g are taken once; then
+  the class with the lowest adjusted ``g - s + (taken) m`` is taken until K labels.
+  """
+  weight, _ = classifier_grads(update)
+  p, big_o, _ = dummy_statistics(key, features_fn=features_fn, variables=variables,
+                                 image_shape=image_shape,
+                                 num_dummies=num_dummies or num_images, dummy_dist=dummy_dist)
+  g = weight.sum(axis=1)
+  impact = jnp.mean((1.0 - p) * big_o[:, None], axis=0) / num_images
+  offset = jnp.mean(p * big_o[:, None], axis=0)
+  # Every class with a negative g once (at most K of them, the most negative).
+  counts0 = (g < 0).astype(jnp.int32)
+  counts0 = jnp.where(counts0.sum() > num_images,
+                      jnp.zeros_like(counts0).at[jnp.argsort(g)[:num_images]].set(1), counts0)
+  adjusted = g - offset + counts0 * impact
+
+  def take(i, carry):
+    counts, adj = carry
+    n = jnp.argmin(adj)
+    keep = i >= counts0.sum()
+    return (counts.at[n].add(keep.astype(jnp.int32)),
+            adj.at[n].add(jnp.where(keep, impact[n], 0.0)))
+
+  counts, _ = jax.lax.fori_loop(0, num_images, take, (counts0, adjusted))
+  scores = -(g - offset) / jnp.maximum(impact, 1e-12)
+  return LabelEstimate(scores, counts)
+
+
+def ilrg(update: Params, *, variables: Variables, num_images: int) -> LabelEstimate:
+  """iLRG (Ma et al., ICLR 2023), as in their code.
+
+  Class-wise mean embeddings ``o_n ~ dW_n / db_n``, their softmax rows
+  ``P_n = softmax(W o_n + b)``, then the least-squares solution of
+  ``sum_n c_n = K`` and ``sum_j c_j P_jn - c_n = K db_n`` (pseudo-inverse).
+  """
+  weight, bias = classifier_grads(update)
+  if bias is None:
+    raise ValueError("ilrg needs a last layer with a bias")
+  layer = variables["params"][CLASSIFIER]
+  embeddings = class_features(update)
+  probs = jax.nn.softmax(embeddings @ layer["kernel"] + layer["bias"])  # [N(class j), N]
+  n = bias.shape[0]
+  coef = jnp.concatenate([jnp.ones((1, n)), probs.T - jnp.eye(n)], axis=0)
+  rhs = jnp.concatenate([jnp.array([num_images], jnp.float32), num_images * bias])
+  scores = jnp.linalg.pinv(coef) @ rhs
+  return _estimate(scores, num_images)
+
+
+class FeatureDomain(enum.Enum):
+  """Range of the classifier's input features (the last activation)."""
+
+  NONNEGATIVE = "nonnegative"  # ReLU, softplus
+  UNIT = "unit"                # sigmoid
+  REAL = "real"                # no activation
+
+
+_DOMAIN_RANGE = {FeatureDomain.NONNEGATIVE: (0.0, jnp.inf), FeatureDomain.UNIT: (0.0, 1.0),
+                 FeatureDomain.REAL: (-jnp.inf, jnp.inf)}
+
+
+def cluster(update: Params, *, variables: Variables, num_images: int,
+            feature_domain: FeatureDomain = FeatureDomain.NONNEGATIVE,
+            iterations: int = 500, damping: float = 0.5) -> LabelEstimate:
+  """Self-consistent class clusters: iLRG's model with its cross-class terms (ours).
+
+  Model: the c_j images of class j share one feature vector o_j, so
+  ``K db_n = sum_j c_j P_jn - c_n`` and ``K dW_n = sum_j c_j P_jn o_j - c_n o_n`` with
+  ``P_j = softmax(W o_j + b)``. iLRG (Ma et al., ICLR 2023) reads
+  ``o_n ~ dW_n / db_n``, neglecting the mass ``sum_{j != n} c_j P_jn`` that other
+  classes put on class n, which is large when K is comparable to N or larger. Here
+  the two equations are iterated from iLRG's solution (damped fixed point):
+  ``o_n <- (sum_j c_j P_jn o_j - K dW_n) / c_n`` and ``c <- P^T c - K db``.
+  A joint least-squares fit of the same equations is not identified (it drifts to
+  other count vectors that fit as well); the iteration stays near iLRG's start.
+  """
+  weight, bias = classifier_grads(update)
+  if bias is None:
+    raise ValueError("cluster needs a last layer with a bias")
+  layer = variables["params"][CLASSIFIER]
+  kernel, offset = layer["kernel"].T, layer["bias"]
+  k_dw, k_db = num_images * weight, num_images * bias
+  counts = jnp.maximum(ilrg(update, variables=variables, num_images=num_images).scores, 0.0)
+  features = k_dw / jnp.where(jnp.abs(k_db) > 1e-30, k_db, -1e-30)[:, None]
+  lower, upper = _DOMAIN_RANGE[FeatureDomain(feature_domain)]
+  features = jnp.clip(features, lower, upper)
+
+  def body(carry, _):
+    features, counts = carry
+    probs = jax.nn.softmax(features @ kernel.T + offset)      # [class j, n]
+    mass = (counts[:, None] * probs).T @ features               # sum_j c_j P_jn o_j
+    new_features = jnp.clip((mass - k_dw) / jnp.maximum(counts, 1e-3)[:, None], lower, upper)
+    new_features = jnp.where((counts > 0.05)[:, None], new_features, features)
+    new_counts = jnp.maximum(probs.T @ counts - k_db, 0.0)
+    new_counts = new_counts * num_images / jnp.maximum(new_counts.sum(), 1e-12)
+    mix = lambda new, old: damping * new + (1.0 - damping) * old
+    return (mix(new_features, features), mix(new_counts, counts)), None
+
+  (_, counts), _ = jax.lax.scan(body, (features, counts), None, length=iterations)
+  return _estimate(counts, num_images)
+
+
+def certain_classes(update: Params, num_images: int,
+                    feature_domain: FeatureDomain = FeatureDomain.NONNEGATIVE) -> jax.Array:
+  """`counts.present_classes` as int ``[N]``: zeros where nothing is certain, or if more
+  than K classes were flagged, which no update of K images can do."""
+  present = present_classes(update, nonnegative_features=FeatureDomain(feature_domain) in (
+      FeatureDomain.NONNEGATIVE, FeatureDomain.UNIT))
+  if present is None:
+    weight, _ = classifier_grads(update)
+    return jnp.zeros(weight.shape[:1], jnp.int32)
+  present = present.astype(jnp.int32)
+  return jnp.where(jnp.sum(present) <= num_images, present, 0)

@@ -324,3 +324,21 @@ def test_bad_input(case, match):
     labels.restore(jax.random.key(0), method=labels.Method.GENG, update=grad,
                    features_fn=model.features, variables=variables, num_images=k,
                    image_shape=model.image_shape)
+
+
+def test_select_from_must_name_closed_forms_and_fedavg_keeps_geng_bias():
+  model, variables = _toy()
+  x, y = _batch([0, 0, 2, 4])
+  grad = victim.fedsgd_update(model.apply, variables, x, y)
+  kwargs = dict(update=grad, features_fn=model.features, variables=variables, num_images=4,
+                image_shape=model.image_shape)
+  for bad in ([labels.Method.SELECT], []):
+    with pytest.raises(ValueError, match="select_from"):
+      labels.restore(jax.random.key(0), method=labels.Method.SELECT, select_from=bad, **kwargs)
+  assert labels.Method.GENG_BIAS in labels.FEDAVG_SELECT_FROM
+  assert labels.Method.RECENTRED in labels.SELECT_FROM
+  # With the FedSGD trio passed explicitly, SELECT is what it is by default.
+  np.testing.assert_array_equal(
+      labels.restore(jax.random.key(0), method=labels.Method.SELECT, **kwargs).scores,
+      labels.restore(jax.random.key(0), method=labels.Method.SELECT,
+                     select_from=labels.SELECT_FROM, **kwargs).scores)

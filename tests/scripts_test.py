@@ -25,12 +25,12 @@ def _read(path):
 def test_restore_labels_writes_every_method(tmp_path):
   c = labels_config.get_config()
   c.model, c.width, c.batch_size, c.label_dist, c.trials = "lenet", 0, 3, "single:2", 2
-  c.methods, c.progress = "geng,geng_bias,cluster", False
+  c.methods, c.progress = "geng,geng_bias,recentred,cluster", False
   c.image_size = 32
   restore_labels.run(c, str(tmp_path))
   out = _read(tmp_path / "results.json")
   assert out["default"] == labels.DEFAULT_METHOD.value
-  for m in ("geng", "geng_bias", "cluster"):
+  for m in ("geng", "geng_bias", "recentred", "cluster"):
     assert 0.0 <= out["methods"][m]["label_accuracy"] <= 1.0
     assert len(out["methods"][m]["per_trial"]) == 2
     assert all(sum(t["counts"]) == 3 for t in out["methods"][m]["per_trial"])

@@ -342,3 +342,24 @@ def test_select_from_must_name_closed_forms_and_fedavg_keeps_geng_bias():
       labels.restore(jax.random.key(0), method=labels.Method.SELECT, **kwargs).scores,
       labels.restore(jax.random.key(0), method=labels.Method.SELECT,
                      select_from=labels.SELECT_FROM, **kwargs).scores)
+
+
+def test_select_lets_recentred_in_only_where_it_is_integral(monkeypatch):
+  model, variables = _toy()
+  x, y = _batch([0, 0, 2, 4])
+  grad = victim.fedsgd_update(model.apply, variables, x, y)
+  kwargs = dict(update=grad, features_fn=model.features, variables=variables, num_images=4,
+                image_shape=model.image_shape)
+  old_trio = (labels.Method.GENG_BIAS, labels.Method.ILRG, labels.Method.CLUSTER)
+  run = lambda **kw: np.asarray(labels.restore(jax.random.key(0), method=labels.Method.SELECT,
+                                               **kwargs, **kw).scores)
+  # An off-integer recentred (every score 0.4 from an integer) is replaced by geng_bias.
+  off = lambda key, **kw: labels.LabelEstimate(jnp.array([1.4, 0.4, 0.6, 0.4, 1.2]),
+                                               jnp.array([1, 0, 1, 0, 2], jnp.int32))
+  monkeypatch.setattr(labels, "recentred", off)
+  np.testing.assert_array_equal(run(), run(select_from=old_trio))
+  # An integral one is kept, and as the most integral estimate select returns it.
+  exact = lambda key, **kw: labels.LabelEstimate(jnp.array([2.0, 0.0, 1.0, 0.0, 1.0]),
+                                                 jnp.array([2, 0, 1, 0, 1], jnp.int32))
+  monkeypatch.setattr(labels, "recentred", exact)
+  np.testing.assert_array_equal(run(), [2.0, 0.0, 1.0, 0.0, 1.0])

@@ -36,6 +36,18 @@ class DummyDist(enum.Enum):
   GAUSSIAN = "gaussian"  # N(0, 1) images
 
 
+class FeatureDomain(enum.Enum):
+  """Range of the classifier's input features (the last activation)."""
+
+  NONNEGATIVE = "nonnegative"  # ReLU, softplus
+  UNIT = "unit"                # sigmoid
+  REAL = "real"                # no activation
+
+
+_DOMAIN_RANGE = {FeatureDomain.NONNEGATIVE: (0.0, jnp.inf), FeatureDomain.UNIT: (0.0, 1.0),
+                 FeatureDomain.REAL: (-jnp.inf, jnp.inf)}
+
+
 # ----------------------------------------------------------------- shared pieces
 
 
@@ -102,7 +114,7 @@ def geng_bias(key: jax.Array, *, update: Params, features_fn: FeaturesFn,
 def recentred(key: jax.Array, *, update: Params, features_fn: FeaturesFn,
               variables: Variables, num_images: int, image_shape,
               num_dummies: int | None = None, dummy_dist: DummyDist = DummyDist.UNIFORM,
-              feature_domain: "FeatureDomain | None" = None, rounds: int = 2
+              feature_domain: FeatureDomain | None = None, rounds: int = 2
               ) -> LabelEstimate:
   """The bias form with dummy features re-centred on the batch's own (ours).
 
@@ -248,18 +260,6 @@ def ilrg(update: Params, *, variables: Variables, num_images: int) -> LabelEstim
   rhs = jnp.concatenate([jnp.array([num_images], jnp.float32), num_images * bias])
   scores = jnp.linalg.pinv(coef) @ rhs
   return _estimate(scores, num_images)
-
-
-class FeatureDomain(enum.Enum):
-  """Range of the classifier's input features (the last activation)."""
-
-  NONNEGATIVE = "nonnegative"  # ReLU, softplus
-  UNIT = "unit"                # sigmoid
-  REAL = "real"                # no activation
-
-
-_DOMAIN_RANGE = {FeatureDomain.NONNEGATIVE: (0.0, jnp.inf), FeatureDomain.UNIT: (0.0, 1.0),
-                 FeatureDomain.REAL: (-jnp.inf, jnp.inf)}
 
 
 def cluster(update: Params, *, variables: Variables, num_images: int,

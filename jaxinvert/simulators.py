@@ -140,15 +140,14 @@ def label_arrangements(labels: Sequence[int], *, order: np.ndarray, local_batch_
 
   Raises:
     ValueError: ``order`` that does not hold B positions per epoch, or a batch size that
-      ``local_batch_size`` does not divide, or ``max_num < 1``.
+      is not a multiple of ``local_batch_size`` (`victim.local_steps`), or ``max_num < 1``.
   """
   labels = np.sort(np.asarray(labels, np.int32))
   order = np.asarray(order)
   if order.ndim != 2 or order.shape[1] != labels.size:
     raise ValueError(f"order must be [local_epochs, {labels.size}], got shape {order.shape}")
-  if local_batch_size <= 0 or labels.size % local_batch_size:
-    raise ValueError(f"local_batch_size {local_batch_size} does not divide the batch "
-                     f"of {labels.size}")
+  victim.local_steps(labels.size, local_epochs=order.shape[0],
+                     local_batch_size=local_batch_size)  # validates the mini-batches
   if max_num < 1:
     raise ValueError(f"max_num must be >= 1, got {max_num}")
   steps = order.reshape(-1, local_batch_size)

@@ -136,8 +136,10 @@ def test_label_arrangements_reject_bad_input():
   order = victim.epoch_orders(None, 4, local_epochs=1)
   with pytest.raises(ValueError, match="order must be"):
     simulators.label_arrangements([0, 1, 2], order=order, local_batch_size=1, max_num=4)
-  with pytest.raises(ValueError, match="does not divide"):
+  with pytest.raises(ValueError, match="not a multiple of local_batch_size 3"):
     simulators.label_arrangements([0, 1, 2, 3], order=order, local_batch_size=3, max_num=4)
+  with pytest.raises(ValueError, match="local_batch_size must be positive"):
+    simulators.label_arrangements([0, 1, 2, 3], order=order, local_batch_size=0, max_num=4)
   with pytest.raises(ValueError, match="max_num"):
     simulators.label_arrangements([0, 1, 2, 3], order=order, local_batch_size=2, max_num=0)
 

@@ -131,10 +131,12 @@ def recentred(key: jax.Array, *, update: Params, features_fn: FeaturesFn,
   A is first the classes with a positive bias gradient that the sign rule does not
   flag (`certain_classes`), then, for ``rounds - 1`` more rounds, the unflagged classes
   that the previous estimate rounds to zero. With no such class (e.g. i.i.d. batches
-  much larger than N, where every class is present) there is nothing to read and the
-  estimate is `geng_bias`'s. The shift captures the batch's mean feature, not how its
-  images spread around it: exact counts on untrained victims, no help once the victim is
-  confident (README, Labels).
+  much larger than N, where every class is present) the mean feature is regressed from
+  every class's row instead (`_regressed_mean`: the rows of present classes hold it
+  too, times their known bias gradient, plus their images' deviations). The shift
+  captures the batch's mean feature, not how its images spread around it: exact counts
+  on untrained victims where the mean is all the dummies miss, no help once the victim
+  is confident (README, Labels).
 
   Args:
     key: PRNG key for the dummy images.
@@ -175,7 +177,69 @@ def recentred(key: jax.Array, *, update: Params, features_fn: FeaturesFn,
     probs = jax.nn.softmax(shifted @ layer["kernel"] + layer["bias"])
     scores = jnp.where(mass > 0, num_images * probs.mean(axis=0) - k_db, fallback)
     absent = (round_counts(scores, num_images) == 0) & ~flagged
+  # No absent class to read the mean feature from: regress it from every class's row.
+  target = _regressed_mean(features, k_dw, k_db, kernel=layer["kernel"], bias=layer["bias"],
+                           lower=lower, upper=upper, num_images=num_images)
+  probs, _ = _shifted_statistics(features, target, kernel=layer["kernel"], bias=layer["bias"],
+                                 lower=lower, upper=upper, num_images=num_images)
+  scores = jnp.where(mass > 0, scores, num_images * probs.mean(axis=0) - k_db)
   return _estimate(scores, num_images)
+
+
+def _shifted_statistics(features: jax.Array, target: jax.Array, *, kernel: jax.Array,
+                        bias: jax.Array, lower: float, upper: float, num_images: int
+                        ) -> tuple[jax.Array, jax.Array]:
+  """Softmax ``[M, N]`` of the dummy features shifted to mean ``target`` (clipped to the
+  feature domain), and K times their covariance with the features, ``[N, d]``: the
+  part of ``sum_k p_kn o_k`` that the mean feature does not give."""
+  shifted = jnp.clip(features - features.mean(axis=0) + target, lower, upper)
+  probs = jax.nn.softmax(shifted @ kernel + bias)
+  cov = num_images * ((probs - probs.mean(axis=0)).T
+                      @ (shifted - shifted.mean(axis=0))) / shifted.shape[0]
+  return probs, cov
+
+
+def _regressed_mean(features: jax.Array, k_dw: jax.Array, k_db: jax.Array, *,
+                    kernel: jax.Array, bias: jax.Array, lower: float, upper: float,
+                    num_images: int, eps: float = 0.25, iterations: int = 3) -> jax.Array:
+  r"""The batch's mean feature regressed from every class's row (ours; `recentred`).
+
+  With ``o_k = obar + delta_k``, each row is
+  ``K dW_n = K db_n obar + sum_k p_kn delta_k - sum_{k: y_k = n} delta_k``: the mean
+  feature times the *known* ``K db_n``, a covariance term that the re-centred dummies
+  estimate (`_shifted_statistics`), and the class's own deviations, treated as noise of
+  variance proportional to its count ``c_n``. Weighted least squares with weights
+  ``1 / (eps + c_n)`` (counts from the current estimate), ``iterations`` times. The
+  estimate is then shrunk towards the dummies' own mean feature by
+  ``max(0, 1 - E|error|^2 / |obar - dummy mean|^2)``, the expected squared error read
+  from the weighted residuals: where the dummies already have the batch's mean (e.g.
+  ResNet-18's global pooling after BatchNorm) the noisy regression is not used. Absent
+  classes (``c_n = 0``) enter with the largest weight, as in `recentred`'s pooled rows.
+
+  Returns:
+    The mean feature ``[d]``.
+  """
+  stats = lambda t: _shifted_statistics(features, t, kernel=kernel, bias=bias, lower=lower,
+                                        upper=upper, num_images=num_images)
+
+  def solve(obar):
+    probs, cov = stats(obar)
+    weights = 1.0 / (eps + jnp.maximum(num_images * probs.mean(axis=0) - k_db, 0.0))
+    return (((weights * k_db) @ (k_dw - cov)) / jnp.maximum(jnp.sum(weights * k_db ** 2), 1e-30),
+            weights, cov)
+
+  obar = (k_db @ k_dw) / jnp.maximum(jnp.sum(k_db ** 2), 1e-30)
+  for _ in range(iterations):
+    obar, _, _ = solve(obar)
+  _, weights, cov = solve(obar)
+  num_classes, dim = k_dw.shape
+  residual = k_dw - cov - k_db[:, None] * obar[None]
+  noise = jnp.sum(weights[:, None] * residual ** 2) / ((num_classes - 1) * dim)
+  error = dim * noise / jnp.maximum(jnp.sum(weights * k_db ** 2), 1e-30)
+  base = features.mean(axis=0)
+  gap = jnp.sum((obar - base) ** 2)
+  shrink = jnp.clip(1.0 - error / jnp.maximum(gap, 1e-30), 0.0, 1.0)
+  return base + shrink * (obar - base)
 
 
 # ----------------------------------------------------------------- baselines

@@ -85,17 +85,24 @@ def test_recentred_exact_where_dummies_miss_only_the_batch_mean_feature():
     labels.recentred(jax.random.key(0), rounds=0, **kwargs)
 
 
-def test_recentred_falls_back_to_geng_bias_when_no_class_is_absent():
-  model, variables = _toy()
-  x, y = _batch([0, 1, 2, 3, 4], seed=1)  # all five classes present
+def test_recentred_regresses_the_mean_feature_when_no_class_is_absent():
+  # Every class is in the batch: after the first round nothing rounds to zero, so there
+  # is no absent row to read the mean feature from, and it is regressed from all rows.
+  model = Model("constant", _ConstantFeatures(), (4, 4, 3), 5, False)
+  variables = model.init(jax.random.key(1))
+  x, y = _batch([0, 0, 1, 2, 3, 4, 4])
   grad = victim.fedsgd_update(model.apply, variables, x, y)
-  kwargs = dict(update=grad, features_fn=model.features, variables=variables, num_images=5,
+  o = variables["params"]["o"]
+  dummy_features = lambda v, d: (jnp.broadcast_to(0.3 * o + 0.7, (d.shape[0], 6)), {})
+  kwargs = dict(update=grad, features_fn=dummy_features, variables=variables, num_images=7,
                 image_shape=model.image_shape)
-  # Every class is flagged by the sign rule here, so the absent set is empty from the
-  # start and there is no row to re-centre on.
-  assert int(labels.certain_classes(grad, 5).sum()) == 5
-  np.testing.assert_allclose(labels.recentred(jax.random.key(3), **kwargs).scores,
-                             labels.geng_bias(jax.random.key(3), **kwargs).scores)
+  truth = _true_counts(y, 5)
+  assert truth.min() >= 1
+  plain = labels.geng_bias(jax.random.key(0), **kwargs)
+  assert np.max(np.abs(np.asarray(plain.scores) - truth)) > 0.1  # the dummies do miss
+  estimate = jax.jit(lambda k: labels.recentred(k, **kwargs))(jax.random.key(0))
+  np.testing.assert_allclose(estimate.scores, truth, atol=1e-4)
+  np.testing.assert_array_equal(estimate.counts, truth)
 
 
 def test_round_counts_nonnegative_and_sum_to_k():

@@ -234,7 +234,7 @@ def _regressed_mean(features: jax.Array, k_dw: jax.Array, k_db: jax.Array, *,
   _, weights, cov = solve(obar)
   num_classes, dim = k_dw.shape
   residual = k_dw - cov - k_db[:, None] * obar[None]
-  noise = jnp.sum(weights[:, None] * residual ** 2) / ((num_classes - 1) * dim)
+  noise = jnp.sum(weights[:, None] * residual ** 2) / (max(num_classes - 1, 1) * dim)
   error = dim * noise / jnp.maximum(jnp.sum(weights * k_db ** 2), 1e-30)
   base = features.mean(axis=0)
   gap = jnp.sum((obar - base) ** 2)

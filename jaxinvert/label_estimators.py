@@ -216,6 +216,15 @@ def _regressed_mean(features: jax.Array, k_dw: jax.Array, k_db: jax.Array, *,
   ResNet-18's global pooling after BatchNorm) the noisy regression is not used. Absent
   classes (``c_n = 0``) enter with the largest weight, as in `recentred`'s pooled rows.
 
+  Args:
+    features: dummy features ``[M, d]``.
+    k_dw, k_db: the last layer's gradients times K, ``[N, d]`` and ``[N]``.
+    kernel, bias: the last layer, ``[d, N]`` and ``[N]``.
+    lower, upper: the feature domain (shifted dummies are clipped to it).
+    num_images: K.
+    eps: the weights' floor term (0.25 of 1, 0.25 and 0.05 on the held-in label cells).
+    iterations: re-weighting rounds.
+
   Returns:
     The mean feature ``[d]``.
   """

@@ -222,7 +222,8 @@ def _regressed_mean(features: jax.Array, k_dw: jax.Array, k_db: jax.Array, *,
     kernel, bias: the last layer, ``[d, N]`` and ``[N]``.
     lower, upper: the feature domain (shifted dummies are clipped to it).
     num_images: K.
-    eps: the weights' floor term (0.25 of 1, 0.25 and 0.05 on the held-in label cells).
+    eps: the weights' floor term (0.25, chosen among 1, 0.25 and 0.05 on the held-in
+      label cells).
     iterations: re-weighting rounds.
 
   Returns:

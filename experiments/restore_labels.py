@@ -46,6 +46,7 @@ def validate(config) -> list[dict]:
                   f"{[m.value for m in labels.Method]}")
   common._choice(config, "stats_point", [s.value for s in labels.StatsPoint])  # pylint: disable=protected-access
   common._choice(config, "dummy_dist", [d.value for d in labels.DummyDist])  # pylint: disable=protected-access
+  common._choice(config, "fit_space", [s.value for s in labels.FitSpace])  # pylint: disable=protected-access
   for cell in cells:
     merged = common.apply_cell(config, cell)
     common.validate_victim_and_data(merged)
@@ -99,6 +100,8 @@ def run_cell(config, cache: dict) -> dict:
                   image_shape=model.image_shape, num_dummies=config.num_dummies or None,
                   dummy_dist=labels.DummyDist(config.dummy_dist),
                   feature_domain=feature_domain(model))
+    if config.setting == "fedsgd":
+      kwargs["fit_space"] = labels.FitSpace(config.fit_space)
     if method == labels.Method.GRADINVERSION and k > num_classes:
       out[name] = {"skipped": f"GradInversion assumes K <= N ({k} > {num_classes})"}
       continue

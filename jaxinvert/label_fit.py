@@ -26,6 +26,12 @@ hypotheses, fitted again, for some rounds. The answer is the lowest residual. Th
 is dense (an ``[KN, KN]`` solve per iteration), meant for K N up to a few thousand; for
 K >= N the equations no longer pin the logits and `jaxinvert.labels` does not call it.
 
+Logit space (`FitSpace`, ours): for K < N, ``K dW = G^T O`` has rank K (G ``[K, N]`` has rank
+K when K <= N - 1) and its row space is the span of the K feature vectors, so every
+``z_k - b`` lies in the K-dimensional range of ``W V`` (V: the top K right singular
+vectors of K dW). `FitSpace.SUBSPACE` fits the K^2 coefficients there first (a
+constraint the full fit meets only at an exact fit), then polishes over all K N logits.
+
 Tried and not kept (before this module): fitting the d-dimensional features instead of
 the logits with projected Adam was barely over-determined (K (N + d - K) equations for
 K d unknowns) and did not converge; see the README.
@@ -33,6 +39,7 @@ K d unknowns) and did not converge; see the README.
 
 from __future__ import annotations
 
+import enum
 from typing import NamedTuple
 
 import jax
@@ -40,6 +47,12 @@ import jax.numpy as jnp
 
 from jaxinvert.counts import class_features, classifier_grads, hypotheses
 from jaxinvert.types import CLASSIFIER, Params, Variables
+
+
+class FitSpace(enum.Enum):
+  """Where each candidate's logits are searched (module docstring)."""
+  LOGITS = "logits"      # all K N logits from the start
+  SUBSPACE = "subspace"  # K^2 coefficients in range(W V) first, then all K N logits
 
 
 class Targets(NamedTuple):
@@ -79,6 +92,20 @@ def residual(logits: jax.Array, *, onehot: jax.Array, target: Targets) -> jax.Ar
                           g.sum(axis=0) - target.bias_grad])
 
 
+def feature_basis(update: Params, *, variables: Variables, num_images: int) -> jax.Array:
+  """``W V`` ``[N, r]``: the logit directions that the batch's features can take.
+
+  V holds the top r = min(K, d) right singular vectors of the weight gradient ``[N, d]``;
+  for K < N its row space is the span of the K features (module docstring), so each
+  true ``z_k - b`` is ``W V a_k`` for some ``a_k`` ``[r]``.
+  """
+  weight, _ = classifier_grads(update)
+  _, _, vt = jnp.linalg.svd(weight, full_matrices=False)
+  rank = min(num_images, vt.shape[0])
+  kernel = variables["params"][CLASSIFIER]["kernel"]  # [d, N]
+  return kernel.T @ vt[:rank].T
+
+
 def class_logits(update: Params, *, variables: Variables) -> jax.Array:
   """A start for each class's images: the logits of ``dW_n / db_n`` (iLRG's class
   feature), ``[N, N]``, made finite."""
@@ -112,7 +139,8 @@ def _levenberg_marquardt(fn, x0: jax.Array, iterations: int) -> tuple[jax.Array,
 
 
 def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_from: jax.Array,
-               num_images: int, starts: int = 3, iterations: int = 100) -> Fit:
+               num_images: int, starts: int = 3, iterations: int = 100,
+               basis: jax.Array | None = None, subspace_iterations: int = 100) -> Fit:
   """Fits K logit vectors to ``target`` with the labels of ``counts``; the best of ``starts``.
 
   Args:
@@ -124,7 +152,12 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
     num_images: K.
     starts: Levenberg-Marquardt runs; start s is the class logits plus noise of scale
       0.1 (s = 0 mod 3) or 1 (s = 1), or the bias plus 4 on the class (s = 2).
-    iterations: Levenberg-Marquardt iterations per start.
+    iterations: Levenberg-Marquardt iterations per start over all K N logits.
+    basis: `feature_basis` ``[N, r]`` for `FitSpace.SUBSPACE`: each start is first
+      projected onto ``b + A basis^T`` (least squares) and fitted there over A ``[K, r]``
+      for ``subspace_iterations``, then over all logits for ``iterations``. None: the
+      logits only (`FitSpace.LOGITS`).
+    subspace_iterations: see ``basis``.
 
   Returns:
     A `Fit`.
@@ -142,6 +175,12 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
     x0 = jnp.select([kind == 0, kind == 1],
                     [starts_from[label] + 0.1 * noise, starts_from[label] + noise],
                     target.bias + 4.0 * onehot + noise)
+    if basis is not None:
+      width = basis.shape[1]
+      in_span = lambda a: fn((target.bias + a.reshape(num_images, width) @ basis.T).ravel())
+      a0 = jnp.linalg.lstsq(basis, (x0 - target.bias).T)[0].T
+      a, _ = _levenberg_marquardt(in_span, a0.ravel(), subspace_iterations)
+      x0 = target.bias + a.reshape(num_images, width) @ basis.T
     x, cost = _levenberg_marquardt(fn, x0.ravel(), iterations)
     return x.reshape(shape), cost
 
@@ -154,8 +193,8 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
 
 def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables: Variables,
            num_images: int, per_source: int = 8, rounds: int = 2, keep: int = 4,
-           starts: int = 3, iterations: int = 100, minimum: jax.Array | None = None
-           ) -> tuple[jax.Array, jax.Array, jax.Array]:
+           starts: int = 3, iterations: int = 100, minimum: jax.Array | None = None,
+           space: FitSpace = FitSpace.LOGITS) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The count vector with the lowest fit residual among candidates (module docstring).
 
   Args:
@@ -173,6 +212,7 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
     minimum: ``[N]`` counts the answer must reach (e.g. `counts.present_classes`);
       every candidate is drawn at or above it (`counts.hypotheses`), and any that is
       not is never returned.
+    space: where each fit starts (`FitSpace`).
 
   Returns:
     ``(scores [N], counts [N] int32, residual)`` of the best fit; a residual near zero
@@ -180,10 +220,12 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
   """
   target = targets(update, variables=variables, num_images=num_images)
   starts_from = class_logits(update, variables=variables)
+  basis = (feature_basis(update, variables=variables, num_images=num_images)
+           if FitSpace(space) == FitSpace.SUBSPACE else None)
   fit_all = jax.vmap(lambda k, c: fit_counts(k, counts=c, target=target,
                                              starts_from=starts_from,
                                              num_images=num_images, starts=starts,
-                                             iterations=iterations))
+                                             iterations=iterations, basis=basis))
   propose = jax.vmap(lambda s: hypotheses(s, num_images=num_images, num=per_source,
                                           strict=False, minimum=minimum))
   num_classes = base_scores.shape[-1]

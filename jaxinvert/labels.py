@@ -49,6 +49,7 @@ from jaxinvert.label_estimators import (DummyDist, FeatureDomain, FeaturesFn,  #
                                         LabelEstimate, certain_classes, cluster,
                                         dummy_statistics, geng, geng_bias, gradinversion,
                                         idlg, ilrg, llg_plus, recentred)
+from jaxinvert.label_fit import FitSpace  # re-exported
 from jaxinvert.types import Params, Variables
 
 
@@ -107,6 +108,7 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
             num_dummies: int | None = None, dummy_dist: DummyDist = DummyDist.UNIFORM,
             feature_domain: FeatureDomain = FeatureDomain.NONNEGATIVE,
             fit_max_unknowns: int = 1024, fit_tolerance: float = 1e-6,
+            fit_space: label_fit.FitSpace = label_fit.FitSpace.LOGITS,
             select_from: Sequence[Method] | None = None) -> LabelEstimate:
   """Label counts from a FedSGD gradient (or a FedAvg average gradient) by ``method``.
 
@@ -128,6 +130,7 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
       as closely as the true one: README, Labels.)
     fit_tolerance: `Method.FIT` keeps SELECT's answer when no candidate fits the update
       to this relative squared residual.
+    fit_space: where `Method.FIT` fits each candidate's logits (`label_fit.FitSpace`).
     select_from: the estimators SELECT / FIT combine (default `SELECT_FROM`;
       `restore_fedavg` passes `FEDAVG_SELECT_FROM`).
 
@@ -192,7 +195,7 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
     def fitted(_):
       scores, counts, residual = label_fit.search(
           keys[-1], base_scores=jnp.stack(sources), update=update, variables=variables,
-          num_images=num_images, minimum=present)
+          num_images=num_images, minimum=present, space=label_fit.FitSpace(fit_space))
       certified = residual <= fit_tolerance
       return (jnp.where(certified, scores, chosen.scores),
               jnp.where(certified, counts, chosen.counts))

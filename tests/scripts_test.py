@@ -213,6 +213,13 @@ def test_label_benchmark_configs_validate(name):
   assert cells and all(isinstance(c, dict) for c in cells)
 
 
+def test_restore_labels_names_an_unknown_fit_space():
+  config = labels_config.get_config()
+  config.fit_space = "features"
+  with pytest.raises(ValueError, match="config.fit_space"):
+    restore_labels.validate(config)
+
+
 def test_bench_speed_refuses_to_time_a_failing_attack(tmp_path, monkeypatch):
   """A step whose gradient is not finite must not be reported as a speed."""
   c = speed_config.get_config()

@@ -22,7 +22,7 @@ def get_config():
   c.methods = "geng,geng_bias,recentred,idlg,gradinversion,llg_plus,ilrg,cluster,select"
   c.num_dummies = 0           # 0 = K dummies (Geng et al.'s code)
   c.dummy_dist = "uniform"
-  c.fit_space = "logits"      # fit: logits | subspace (jaxinvert.label_fit.FitSpace)
+  c.fit_space = "subspace"    # fit: subspace | logits (jaxinvert.label_fit.FitSpace)
   c.stats_point = "trajectory"  # fedavg: start | end | trajectory
   c.train_steps = 0           # 0 = untrained victim
   c.train_batch_size = 8

@@ -176,11 +176,11 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
                     [starts_from[label] + 0.1 * noise, starts_from[label] + noise],
                     target.bias + 4.0 * onehot + noise)
     if basis is not None:
-      width = basis.shape[1]
-      in_span = lambda a: fn((target.bias + a.reshape(num_images, width) @ basis.T).ravel())
+      from_span = lambda a: target.bias + a.reshape(num_images, basis.shape[1]) @ basis.T
       a0 = jnp.linalg.lstsq(basis, (x0 - target.bias).T)[0].T
-      a, _ = _levenberg_marquardt(in_span, a0.ravel(), subspace_iterations)
-      x0 = target.bias + a.reshape(num_images, width) @ basis.T
+      a, _ = _levenberg_marquardt(lambda a: fn(from_span(a).ravel()), a0.ravel(),
+                                  subspace_iterations)
+      x0 = from_span(a)
     x, cost = _levenberg_marquardt(fn, x0.ravel(), iterations)
     return x.reshape(shape), cost
 
@@ -194,7 +194,7 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
 def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables: Variables,
            num_images: int, per_source: int = 8, rounds: int = 2, keep: int = 4,
            starts: int = 3, iterations: int = 100, minimum: jax.Array | None = None,
-           space: FitSpace = FitSpace.LOGITS) -> tuple[jax.Array, jax.Array, jax.Array]:
+           space: FitSpace = FitSpace.SUBSPACE) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The count vector with the lowest fit residual among candidates (module docstring).
 
   Args:
@@ -212,7 +212,7 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
     minimum: ``[N]`` counts the answer must reach (e.g. `counts.present_classes`);
       every candidate is drawn at or above it (`counts.hypotheses`), and any that is
       not is never returned.
-    space: where each fit starts (`FitSpace`).
+    space: where each fit starts (`FitSpace`; the default is `labels.restore`'s).
 
   Returns:
     ``(scores [N], counts [N] int32, residual)`` of the best fit; a residual near zero

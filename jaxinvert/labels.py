@@ -48,7 +48,7 @@ from jaxinvert.counts import (check_update, class_features, classifier_grads,  #
 from jaxinvert.label_estimators import (DummyDist, FeatureDomain, FeaturesFn,  # re-exported
                                         LabelEstimate, certain_classes, cluster,
                                         dummy_statistics, geng, geng_bias, gradinversion,
-                                        idlg, ilrg, llg_plus, recentred)
+                                        idlg, ilrg, llg_plus, recentred, smooth_images)
 from jaxinvert.label_fit import FitSpace  # re-exported
 from jaxinvert.types import Params, Variables
 

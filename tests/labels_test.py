@@ -370,3 +370,34 @@ def test_select_lets_recentred_in_only_where_it_is_integral(monkeypatch):
                                                  jnp.array([2, 0, 1, 0, 1], jnp.int32))
   monkeypatch.setattr(labels, "recentred", exact)
   np.testing.assert_array_equal(run(), [2.0, 0.0, 1.0, 0.0, 1.0])
+
+
+def _neighbour_correlation(x):
+  a, b = np.asarray(x[:, :, :-1]).ravel(), np.asarray(x[:, :, 1:]).ravel()
+  return float(np.corrcoef(a, b)[0, 1])
+
+
+def test_smooth_dummies_are_spatially_correlated_images_in_the_unit_box():
+  key = jax.random.key(4)
+  x = labels.smooth_images(key, num=16, image_shape=(32, 24, 3))
+  assert x.shape == (16, 32, 24, 3) and x.dtype == jnp.float32
+  assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+  np.testing.assert_array_equal(x, labels.smooth_images(key, num=16, image_shape=(32, 24, 3)))
+  assert abs(float(x.mean()) - 0.5) < 0.05
+  assert _neighbour_correlation(x) > 0.9
+  flatter = labels.smooth_images(key, num=16, image_shape=(32, 24, 3), exponent=0.0)
+  assert abs(_neighbour_correlation(flatter)) < 0.2   # exponent 0: white noise
+  # Channels share the luminance field: strongly but not perfectly correlated.
+  rg = np.corrcoef(np.asarray(x[..., 0]).ravel(), np.asarray(x[..., 1]).ravel())[0, 1]
+  assert 0.8 < rg < 0.99
+
+
+def test_restore_accepts_smooth_dummies():
+  model, variables = _lenet()
+  x, y = _batch([1, 1, 1, 4, 7], seed=2, shape=model.image_shape)
+  grad = jax.jit(victim.fedsgd_update, static_argnums=0)(model.apply, variables, x, y)
+  estimate = labels.restore(jax.random.key(1), method=labels.Method.GENG_BIAS, update=grad,
+                            features_fn=model.features, variables=variables, num_images=5,
+                            image_shape=model.image_shape, num_dummies=256,
+                            dummy_dist=labels.DummyDist.SMOOTH)
+  np.testing.assert_array_equal(estimate.counts, _true_counts(y, 10))

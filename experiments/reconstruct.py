@@ -50,6 +50,13 @@ def validate(config) -> None:
     why = " with config.batchnorm=False" if config.model == "convnet" else ""
     common.fail("bn", f"the BatchNorm prior needs a model with BatchNorm; {config.model}{why} "
                 "has none")
+  if config.strategy and config.distributed and config.strategy != runner.Strategy.SHARDED.value:
+    common.fail("strategy", f"a multi-host run (distributed=True) needs 'sharded' or '' (every "
+                f"process would otherwise run the whole attack), got {config.strategy!r}")
+  if not config.distributed and (config.coordinator_address or config.num_processes
+                                 or config.process_id >= 0):
+    common.fail("distributed", "coordinator_address, num_processes and process_id are only "
+                "read with distributed=True")
   if config.checkpoint_every and config.checkpoint_every % config.log_every:
     common.fail("checkpoint_every", f"must be a multiple of log_every ({config.log_every})")
   if config.label_arrangements > 1 and not (
@@ -138,6 +145,10 @@ def run(config, workdir: str) -> dict:
         coordinator_address=config.coordinator_address or None,
         num_processes=config.num_processes or None,
         process_id=config.process_id if config.process_id >= 0 else None)
+  # Every process runs the same program on its share of the copies and gets the same
+  # (replicated) answer; process 0 alone writes, so that hosts sharing the workdir do not
+  # race. Checkpoints are written by every process (orbax: each its own shards).
+  primary = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   key = jax.random.key(config.seed)
   model_key, data_key, client_key, label_key, attack_key = jax.random.split(key, 5)
@@ -161,7 +172,8 @@ def run(config, workdir: str) -> dict:
         checkpoint_dir=(os.path.join(workdir, "checkpoints") if config.checkpoint_every
                         else None),
         checkpoint_every=config.checkpoint_every or None,
-        patience=config.patience or None, tol=config.tol, progress=config.progress,
+        patience=config.patience or None, tol=config.tol,
+        progress=config.progress and primary,
         description=f"{config.model} B={config.batch_size}")
   report = metrics.reconstruction_report(result.images, images, result.labels, true_labels)
   curve = result.curve[:, result.hypothesis, result.restart]
@@ -169,6 +181,7 @@ def run(config, workdir: str) -> dict:
       "psnr": report["psnr"], "ssim": report["ssim"],
       "label_accuracy": report["label_accuracy"], "labels_exact": report["labels_exact"],
       "seconds": timer.seconds, "attack_seconds": result.seconds, "steps": result.steps,
+      "resumed_from_step": result.resumed_from,
       "per_image_psnr": report["per_image_psnr"], "per_image_ssim": report["per_image_ssim"],
       "matching": report["matching"], "true_labels": np.sort(true_labels),
       "restored_labels": np.sort(result.labels),
@@ -178,6 +191,10 @@ def run(config, workdir: str) -> dict:
       "backend": jax.default_backend(), "devices": jax.device_count(),
       "config": config,
   }
+  if not primary:
+    print(f"jaxinvert: process {jax.process_index()} of {jax.process_count()} done; process 0 "
+          f"writes the outputs to {os.path.abspath(workdir)}", flush=True)
+    return results
   files = [common.write_results(workdir, results)]
   perm = np.asarray(report["matching"])
   files.append(os.path.join(workdir, "reconstruction.png"))

@@ -43,9 +43,12 @@ class Strategy(enum.Enum):
 
 
 def default_strategy(platform: str | None = None, device_count: int | None = None) -> Strategy:
-  """HOST_LOOP on CPU; SHARDED with several accelerators; VMAP with one."""
+  """SHARDED across several processes (multi-host) or accelerators; else HOST_LOOP on CPU,
+  VMAP on one accelerator."""
   platform = platform or jax.default_backend()
   device_count = jax.device_count() if device_count is None else device_count
+  if jax.process_count() > 1:
+    return Strategy.SHARDED
   if platform == "cpu":
     return Strategy.HOST_LOOP
   return Strategy.SHARDED if device_count > 1 else Strategy.VMAP
@@ -64,6 +67,7 @@ class RunResult(NamedTuple):
     steps: iterations done (fewer than asked when converged early).
     seconds: wall time of the optimisation, compilation included.
     states: the final batched `AttackState` (leading axis H x R).
+    resumed_from: the checkpointed step the run resumed from (0: a fresh start).
   """
 
   images: np.ndarray
@@ -76,6 +80,7 @@ class RunResult(NamedTuple):
   steps: int
   seconds: float
   states: Any
+  resumed_from: int = 0
 
 
 def init_states(attack: Attack, key: jax.Array, hypotheses: jax.Array, restarts: int
@@ -253,11 +258,13 @@ def run(
     parallel.check_divisible(num, mesh)
     states = jax.device_put(states, parallel.copies_sharding(mesh))
   step, curve = 0, np.zeros((0, num), np.float32)
+  resumed_from = 0
   saver = AttackCheckpointer(checkpoint_dir) if checkpoint_dir else None
   if saver is not None:
     restored = saver.restore(states)
     if restored is not None:
       step, states, curve = restored
+      resumed_from = step
       if strategy == Strategy.SHARDED:
         states = jax.device_put(states, parallel.copies_sharding(mesh))
   stepper = Stepper(attack, strategy, restarts, num, steps_per_call, mesh)
@@ -307,4 +314,5 @@ def run(
       steps=step,
       seconds=time.perf_counter() - start,
       states=states,
+      resumed_from=resumed_from,
   )

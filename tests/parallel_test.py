@@ -13,6 +13,9 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# One pytest-xdist worker runs every test of this module, so its fixture runs once
+# (`make test` distributes with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("parallel")
 DEVICES = 8
 
 

@@ -107,11 +107,12 @@ def test_resume_is_bit_identical(tiny_lenet, tmp_path, optimizer):
             log_every=4, strategy=runner.Strategy.HOST_LOOP)
   full = runner.run(a, iterations=12, **kw)
   ckpt = str(tmp_path / "ckpt")
-  runner.run(a, iterations=8, checkpoint_dir=ckpt, checkpoint_every=4, **kw)  # "interrupted"
+  first = runner.run(a, iterations=8, checkpoint_dir=ckpt, checkpoint_every=4, **kw)
   resumed = runner.run(a, iterations=12, checkpoint_dir=ckpt, checkpoint_every=4, **kw)
   np.testing.assert_array_equal(resumed.all_images, full.all_images)
   np.testing.assert_array_equal(resumed.curve, full.curve)
   assert resumed.steps == 12
+  assert (full.resumed_from, first.resumed_from, resumed.resumed_from) == (0, 0, 8)
 
 
 def test_group_anchor_is_mean_of_healthy_restarts(tiny_lenet):

@@ -16,7 +16,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from experiments import common
 from jaxinvert import data, models, objectives, simulators, victim, viz

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from jaxinvert import attack, metrics, priors, runner, simulators, victim
-from jaxinvert.objectives import Distance
 
 
 def _setup(tiny_lenet, batch=2, seed=0):

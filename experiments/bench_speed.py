@@ -15,7 +15,9 @@ attack step (`experiments/breaching_reference.py`) and a plain-PyTorch version o
 same step (`experiments/torch_reference.py`), and reports ``reference_its_per_s_<case>``
 and ``ratio_its_<case>`` (jaxinvert over reference) against breaching where it ran the
 case, against plain PyTorch otherwise (``reference_<case>`` says which), plus
-``breaching_its_per_s_<case>`` and ``torch_its_per_s_<case>``. Without that flag the
+``breaching_its_per_s_<case>`` and ``torch_its_per_s_<case>``, and
+``torch_flops_per_step_<case>``: the plain-PyTorch step's FLOPs by torch's own operator
+formulas, beside XLA's count of jaxinvert's step. Without that flag the
 reference keys are null and no ratio is claimed. With ``--config.rounds=R`` each case is
 timed R times in alternation (jaxinvert, then the references), and the ratio reported is
 the median of the R per-round ratios (``ratio_its_rounds_<case>``; every round in
@@ -312,8 +314,11 @@ def _print_jaxinvert(name: str, row: dict, peak: float) -> None:
 def _print_reference(name: str, row: dict, ref: dict, config) -> None:
   for label in ("breaching", "torch"):
     if ref[label] is not None:
+      flops = ref[label].get("flops_per_step")
+      counted = f"  {flops / 1e9:7.2f} GFLOP/step (torch's count)" if flops else ""
       print(f"  {name:22s} {label:9s} {ref[label]['seconds_per_step'] * 1e3:9.1f} ms/step  "
-            f"jaxinvert/{label} {row['its_per_s'] / ref[label]['its_per_s']:.2f}x", flush=True)
+            f"jaxinvert/{label} {row['its_per_s'] / ref[label]['its_per_s']:.2f}x{counted}",
+            flush=True)
   if ref["breaching"] is None and config.reference == "breaching":
     print(f"  {name:22s} breaching could not run this case; plain PyTorch stands in",
           flush=True)
@@ -367,6 +372,8 @@ def run(config, workdir: str) -> dict:
     results["cases"][name] = row
     results[f"roofline_fraction_{name}"] = row["roofline_fraction"]
     results[f"jaxinvert_its_per_s_{name}"] = row["its_per_s"]
+    torch_flops = (row.get("reference") or {}).get("torch", {}).get("flops_per_step")
+    results[f"torch_flops_per_step_{name}"] = torch_flops
     results[f"reference_its_per_s_{name}"] = None
     results[f"ratio_its_{name}"] = None
     if used:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def convnet(width: int, num_classes: int) -> nn.Module:
@@ -83,6 +84,30 @@ def cosine(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
   na = sum((x * x).sum() for x in a)
   nb = sum((y * y).sum() for y in b)
   return 1 - dot / (na.sqrt() * nb.sqrt() + 1e-12)
+
+
+class FlopCount(TorchDispatchMode):
+  """Counts the FLOPs of every operator run inside it, with torch's own per-operator
+  formulas (`torch.utils.flop_counter`, the ones `FlopCounterMode` uses: convolutions and
+  their backward, matmuls; elementwise work is not counted, as in XLA's figure for
+  convolutions). A plain dispatch mode, because `FlopCounterMode`'s module hooks fail
+  under `torch.autograd.grad`, which the attack step calls."""
+
+  def __init__(self):
+    super().__init__()
+    from torch.utils import flop_counter
+    self._formulas = flop_counter.flop_registry
+    self.total = 0
+
+  def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    kwargs = kwargs or {}
+    out = func(*args, **kwargs)
+    formula = self._formulas.get(func._overloadpacket)
+    if formula is not None:
+      shape = lambda x: x.shape if isinstance(x, torch.Tensor) else x
+      self.total += formula(*torch.utils._pytree.tree_map(shape, args),
+                            **torch.utils._pytree.tree_map(shape, kwargs), out_val=out)
+    return out
 
 
 def environment(device: torch.device) -> dict:
@@ -166,8 +191,11 @@ def main() -> None:
     step()
   sync()
   seconds = (time.perf_counter() - start) / int(scalar("timed_steps"))
-  write_row(args.out, step_row(seconds, device,
-                               "plain PyTorch (experiments/torch_reference.py)"))
+  row = step_row(seconds, device, "plain PyTorch (experiments/torch_reference.py)")
+  with FlopCount() as count:  # one more step, after the timed ones, to count its work
+    step()
+  row["flops_per_step"] = float(count.total)
+  write_row(args.out, row)
 
 
 if __name__ == "__main__":

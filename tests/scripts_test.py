@@ -114,6 +114,7 @@ def test_bench_speed_reports_roofline(tmp_path):
   assert out["roofline_fraction_tiny_b1"] == pytest.approx(
       row["flops_per_step"] * row["its_per_s"] / out["matmul_flops_per_s"])
   assert out["reference_its_per_s_tiny_b1"] is None and out["ratio_its_tiny_b1"] is None
+  assert out["torch_flops_per_step_tiny_b1"] is None
   assert "not measured" in out["reference"]
   assert out["ratio_time_to_psnr_tiny_b1"] is None
   c.quality_cases = "nonexistent"
@@ -140,7 +141,8 @@ def test_bench_speed_rounds_take_the_median_of_per_round_ratios(tmp_path, monkey
   def fake_reference(config, workdir, name, images, labels):
     speed = next(reference_speeds)
     row = {"its_per_s": speed, "seconds_per_step": 1.0 / speed}
-    return {"breaching": row, "breaching_error": "", "torch": dict(row), "used": "breaching"}
+    return {"breaching": row, "breaching_error": "", "used": "breaching",
+            "torch": {**row, "flops_per_step": 5e9}}
 
   monkeypatch.setattr(bench_speed, "measure_reference", fake_reference)
   out = bench_speed.run(c, str(tmp_path))
@@ -150,6 +152,7 @@ def test_bench_speed_rounds_take_the_median_of_per_round_ratios(tmp_path, monkey
   assert out["ratio_its_rounds_tiny_b1"] == pytest.approx(ratios)
   assert out["ratio_its_tiny_b1"] == pytest.approx(ratios[0])  # the median round
   assert out["breaching_its_per_s_tiny_b1"] == pytest.approx(1.0)
+  assert out["torch_flops_per_step_tiny_b1"] == 5e9
   assert out["jaxinvert_its_per_s_tiny_b1"] == pytest.approx(
       np.median([r["jaxinvert_its_per_s"] for r in rounds]))
   c.rounds = 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 
-
 from experiments import common, reconstruct
 from jaxinvert import viz
 

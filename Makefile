@@ -19,7 +19,7 @@ demo: $(VENV)/.installed
 	$(PY) -m experiments.reconstruct --workdir=$(WORKDIR)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) tests
 
 clean:
 	rm -rf $(VENV) workdirs

@@ -174,6 +174,9 @@ def run(config, workdir: str) -> dict:
         patience=config.patience or None, tol=config.tol,
         progress=config.progress and primary,
         description=f"{config.model} B={config.batch_size}")
+  if result.resumed_from and primary:
+    print(f"jaxinvert: resumed from the checkpoint of step {result.resumed_from} in "
+          f"{os.path.join(os.path.abspath(workdir), 'checkpoints')}", flush=True)
   report = metrics.reconstruction_report(result.images, images, result.labels, true_labels)
   curve = result.curve[:, result.hypothesis, result.restart]
   results = {

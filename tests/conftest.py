@@ -18,6 +18,8 @@ single-threaded.
 """
 
 import atexit
+import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -35,6 +37,33 @@ _CACHE = tempfile.mkdtemp(prefix="jaxinvert-test-xla-cache-")
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@pytest.fixture(scope="session")
+def run_once(tmp_path_factory):
+  """``run_once(name, compute)``: ``compute()`` (a JSON-able result) once per test session.
+
+  Under pytest-xdist a module- or session-scoped fixture runs once per worker, and again
+  whenever a worker comes back to its module after tests of another, so the tests that
+  read one expensive subprocess (`parallel_test`, `multihost_test`) would start it several
+  times. The first caller computes under a file lock in the session's shared temporary
+  directory (the workers' common parent); the others read the result from there.
+  (`--dist loadgroup` cannot do this here: pytest-xdist 3.8 names groups by rewriting
+  ``item._nodeid``, which pytest 9.2 no longer reads.)
+  """
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent
+
+  def run(name: str, compute):
+    path = root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      if not path.exists():
+        path.write_text(json.dumps(compute()))
+    return json.loads(path.read_text())
+
+  return run
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,6 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# One pytest-xdist worker runs every test of this module, so its fixture runs once
-# (`make test` distributes with --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("multihost")
 # A tiny attack: sigmoid LeNet of width 3 on 8x8 photos, B=2 with their true labels,
 # 4 restarts of Adam (4 copies: one per device of the two processes).
 FLAGS = ["--config.width=3", "--config.image_size=8", "--config.batch_size=2",
@@ -67,8 +64,11 @@ def _results(workdir: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-  root = tmp_path_factory.mktemp("multihost")
+def runs(run_once, tmp_path_factory):
+  return run_once("multihost_test", lambda: _runs(tmp_path_factory.mktemp("multihost")))
+
+
+def _runs(root) -> dict:
   shared, single = str(root / "shared"), str(root / "single")
   flags = ["--config.iterations=9", "--config.checkpoint_every=3"]
   first = _pair(shared, flags)
@@ -88,6 +88,8 @@ def runs(tmp_path_factory):
 def test_the_processes_share_one_mesh_and_one_writer(runs):
   assert runs["first"]["devices"] == 4 and runs["single"]["devices"] == 1
   assert runs["checkpoints"] == ["6", "9"]
+  assert "resumed from the checkpoint of step 6" in runs["resumed_logs"][0]
+  assert "resumed from" not in runs["first_logs"][0]
   for logs in (runs["first_logs"], runs["resumed_logs"]):
     assert "wrote results.json" in logs[0]
     assert "wrote results.json" not in logs[1]

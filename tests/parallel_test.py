@@ -13,9 +13,6 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# One pytest-xdist worker runs every test of this module, so its fixture runs once
-# (`make test` distributes with --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("parallel")
 DEVICES = 8
 
 
@@ -94,8 +91,7 @@ def _worker() -> None:
   }))
 
 
-@pytest.fixture(scope="module")
-def report():
+def _report() -> dict:
   env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "")
                                   + f" --xla_force_host_platform_device_count={DEVICES}"),
          "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
@@ -103,6 +99,11 @@ def report():
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def report(run_once):
+  return run_once("parallel_test", _report)
 
 
 def test_every_device_holds_its_shard(report):

@@ -4,8 +4,9 @@ Two processes with two simulated CPU devices each join one JAX distributed runti
 (``--config.distributed=True`` with a coordinator on localhost; on a TPU pod slice
 `jax.distributed.initialize` finds the same arguments by itself), shard one attack's
 copies over the four devices and checkpoint into one shared workdir; the latest
-checkpoint is then removed, as a crash would leave it, and the same command resumes. A one-process, one-device run of the same attack is the
-reference. The processes talk over gloo (JAX's CPU collectives).
+checkpoint is then removed, as a crash would leave it, and the same command resumes.
+A one-process, one-device run of the same attack is the reference. The processes talk
+over gloo (JAX's CPU collectives).
 """
 
 import json
@@ -50,11 +51,17 @@ def _pair(workdir: str, extra: list[str]) -> list[subprocess.Popen]:
 
 
 def _finish(procs: list[subprocess.Popen]) -> list[str]:
+  """Waits for ``procs``; on a failure or a timeout none of them is left running."""
   logs = []
-  for proc in procs:
-    out, _ = proc.communicate(timeout=400)
-    assert proc.returncode == 0, out[-3000:]
-    logs.append(out)
+  try:
+    for proc in procs:
+      out, _ = proc.communicate(timeout=400)
+      assert proc.returncode == 0, out[-3000:]
+      logs.append(out)
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
   return logs
 
 
@@ -73,14 +80,16 @@ def _runs(root) -> dict:
   flags = ["--config.iterations=9", "--config.checkpoint_every=3"]
   first = _pair(shared, flags)
   reference = _start(single, ["--config.iterations=9", "--config.strategy=vmap"], devices=1)
-  first_logs = _finish(first)
-  first_results = _results(shared)
-  checkpoints = sorted(os.listdir(os.path.join(shared, "checkpoints")))
-  # What a crash between steps 6 and 9 leaves on disk: the checkpoint of step 6 (orbax
-  # keeps the latest two). The same command, started again, resumes from it.
-  shutil.rmtree(os.path.join(shared, "checkpoints", "9"))
-  second_logs = _finish(_pair(shared, flags))
-  _finish([reference])
+  try:
+    first_logs = _finish(first)
+    first_results = _results(shared)
+    checkpoints = sorted(os.listdir(os.path.join(shared, "checkpoints")))
+    # What a crash between steps 6 and 9 leaves on disk: the checkpoint of step 6 (orbax
+    # keeps the latest two). The same command, started again, resumes from it.
+    shutil.rmtree(os.path.join(shared, "checkpoints", "9"))
+    second_logs = _finish(_pair(shared, flags))
+  finally:
+    _finish([reference])
   return dict(first=first_results, first_logs=first_logs, resumed=_results(shared),
               resumed_logs=second_logs, single=_results(single), checkpoints=checkpoints)
 

@@ -103,10 +103,8 @@ class FlopCount(TorchDispatchMode):
     kwargs = kwargs or {}
     out = func(*args, **kwargs)
     formula = self._formulas.get(func._overloadpacket)
-    if formula is not None:
-      shape = lambda x: x.shape if isinstance(x, torch.Tensor) else x
-      self.total += formula(*torch.utils._pytree.tree_map(shape, args),
-                            **torch.utils._pytree.tree_map(shape, kwargs), out_val=out)
+    if formula is not None:  # called as FlopCounterMode calls it (the formulas take shapes)
+      self.total += formula(*args, **kwargs, out_val=out)
     return out
 
 

@@ -78,7 +78,8 @@ def measure(config) -> dict:
   variants = [parse_variant(v) for v in config.variants.split(",") if v]
   impls = [models.ConvImpl(i) for i in config.conv_impls.split(",") if i]
   rows = []
-  bar = tqdm.tqdm(total=len(variants) * len(impls) * config.repeats, desc="variants")
+  bar = tqdm.tqdm(total=len(variants) * len(impls) * config.repeats, desc="variants",
+                  disable=not config.progress)
   for impl in impls:
     cfg = config.copy_and_resolve_references()
     cfg.conv_impl = impl.value

@@ -331,6 +331,10 @@ def run(config, workdir: str) -> dict:
   peak = matmul_flops_per_s(config.matmul_size)
   print(f"  matmul {config.matmul_size}^3 f32: {peak / 1e9:.1f} GFLOP/s", flush=True)
   results = {"matmul_flops_per_s": peak, "backend": jax.default_backend(),
+             "device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
+             # None = the backend's default: TF32 for f32 matmuls and convolutions on
+             # NVIDIA GPUs since Ampere (PyTorch's default for convolutions too), f32 on CPU.
+             "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
              "reference": (f"{config.reference} (per case: reference_<case> says which ran)"
                            if config.reference_python else
                            "not measured: no --config.reference_python given"),
@@ -345,7 +349,8 @@ def run(config, workdir: str) -> dict:
   if config.rounds < 1:
     common.fail("rounds", f"must be >= 1, got {config.rounds}")
   rounds = results["rounds"] = []
-  for name, overrides in tqdm.tqdm(parse_cases(config.cases), desc="cases"):
+  for name, overrides in tqdm.tqdm(parse_cases(config.cases), desc="cases",
+                                    disable=not config.progress):
     cfg = _with_overrides(config, overrides)
     row, images, labels, timer = measure_case(cfg)
     case_rounds, used = [], set()

@@ -109,9 +109,15 @@ class FlopCount(TorchDispatchMode):
 
 
 def environment(device: torch.device) -> dict:
-  """What a row records about the PyTorch that produced it."""
-  return {"torch": torch.__version__, "threads": torch.get_num_threads(),
-          "device": str(device)}
+  """What a row records about the PyTorch that produced it (on a GPU: which card, and
+  whether convolutions and matmuls may use TF32, PyTorch's defaults being yes and no)."""
+  env = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+         "device": str(device)}
+  if device.type == "cuda":
+    env.update(device_name=torch.cuda.get_device_name(device),
+               cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+               matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+  return env
 
 
 def step_row(seconds_per_step: float, device: torch.device, implementation: str) -> dict:
@@ -190,9 +196,12 @@ def main() -> None:
   sync()
   seconds = (time.perf_counter() - start) / int(scalar("timed_steps"))
   row = step_row(seconds, device, "plain PyTorch (experiments/torch_reference.py)")
-  with FlopCount() as count:  # one more step, after the timed ones, to count its work
-    step()
-  row["flops_per_step"] = float(count.total)
+  try:  # one more step, after the timed ones, to count its work
+    with FlopCount() as count:
+      step()
+    row["flops_per_step"] = float(count.total)
+  except Exception as e:  # pylint: disable=broad-except  (private torch API; speed stands)
+    row["flops_per_step"], row["flops_error"] = None, f"{type(e).__name__}: {e}"
   write_row(args.out, row)
 
 

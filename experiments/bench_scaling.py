@@ -60,8 +60,9 @@ def validate(config) -> None:
                 f"({config.steps_per_call})")
 
 
-def measure(config) -> list[dict]:
-  """One row per (devices, restarts per device): seconds per step and throughput."""
+def measure(config, on_row=lambda rows: None) -> list[dict]:
+  """One row per (devices, restarts per device): seconds per step and throughput;
+  ``on_row(rows so far)`` after each."""
   counts = device_counts(config)
   per_device = _counts(config.restarts_per_device, field="restarts_per_device")
   attack, hyps = bench_restarts.build_case(config)
@@ -80,6 +81,7 @@ def measure(config) -> list[dict]:
       bar.update(1)
       print(f"  {n:3d} devices x {r:3d} restarts: {seconds * 1e3:8.2f} ms/step, "
             f"{n * r / seconds:9.1f} restart-its/s", flush=True)
+      on_row(rows)
   bar.close()
   return rows
 
@@ -99,7 +101,9 @@ def efficiency(rows: list[dict]) -> dict[int, dict[int, float]]:
 def run(config, workdir: str) -> dict:
   validate(config)
   os.makedirs(workdir, exist_ok=True)
-  rows = measure(config)
+  # Rewritten after every row (complete: false), so a run cut short keeps its rows.
+  rows = measure(config, on_row=lambda rows: common.write_results(
+      workdir, {"rows": rows, "complete": False, "config": config}))
   eff = efficiency(rows)
   counts = sorted({r["devices"] for r in rows})
   per_device = sorted({r["restarts_per_device"] for r in rows})
@@ -107,7 +111,7 @@ def run(config, workdir: str) -> dict:
       "rows": rows, "efficiency": eff,
       **{f"efficiency_{n}dev": eff[n][per_device[-1]] for n in counts if n in eff},
       "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
-      "device_count": jax.device_count(), "config": config,
+      "device_count": jax.device_count(), "complete": True, "config": config,
   }
   files = [common.write_results(workdir, results)]
   files.append(os.path.join(workdir, "throughput_vs_restarts.png"))

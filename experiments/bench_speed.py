@@ -5,9 +5,12 @@
 For every case of `experiments/configs/bench_speed.py` it builds the attack exactly
 as `experiments.reconstruct` does, compiles one restart's step, and reports:
 ``jaxinvert_its_per_s`` (steady-state restart-iterations per second),
-``flops_per_step`` (XLA's compiled cost analysis), ``matmul_flops_per_s`` (a large f32
+``flops_per_step`` (XLA's compiled cost analysis on the CPU; elsewhere, where that
+analysis leaves out cuDNN/cuBLAS calls, the count of `experiments.flop_count` on the
+step's jaxpr; both are kept), ``matmul_flops_per_s`` (a large f32
 matmul timed in the same run) and ``roofline_fraction_<case>`` = FLOPs per step x its/s
-over the matmul FLOP/s.
+over the matmul FLOP/s. ``results.json`` is rewritten after every case with
+``complete: false`` (a run cut short keeps its finished cases) and ends ``complete: true``.
 
 With ``--config.reference_python=PATH`` (a Python with PyTorch and breaching 0.1.2, see
 ``requirements-bench.txt``) it also times, in the same run on the same images, breaching's
@@ -44,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from experiments import common, reconstruct
+from experiments import common, flop_count, reconstruct
 from jaxinvert import metrics, runner, viz
 
 
@@ -100,7 +103,12 @@ def measure_case(config) -> tuple[dict, np.ndarray, np.ndarray, Callable[[], flo
   compiled = step.lower(state).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", float("nan")))
+  xla_flops = float(cost.get("flops", float("nan")))
+  counted, _ = flop_count.jaxpr_flops(attack.step, state)
+  # XLA's count leaves out the library calls (cuDNN, cuBLAS) its GPU backend makes for
+  # convolutions and matmuls, so off the CPU the roofline takes the jaxpr's count.
+  source = "xla_cost_analysis" if jax.default_backend() == "cpu" else "jaxpr"
+  flops = xla_flops if source == "xla_cost_analysis" else counted
   for _ in range(config.warmup):
     state, _ = step(state)
   jax.block_until_ready(state)
@@ -122,7 +130,9 @@ def measure_case(config) -> tuple[dict, np.ndarray, np.ndarray, Callable[[], flo
     return seconds
 
   seconds = timer()
-  row = {"seconds_per_step": seconds, "its_per_s": 1.0 / seconds, "flops_per_step": flops}
+  row = {"seconds_per_step": seconds, "its_per_s": 1.0 / seconds, "flops_per_step": flops,
+         "xla_flops_per_step": xla_flops, "jaxpr_flops_per_step": counted,
+         "flops_source": source}
   if config.psnr_iterations:
     result = runner.run(attack, key=attack_key, hypotheses=np.asarray(labels)[None],
                         iterations=config.psnr_iterations, progress=False,
@@ -401,6 +411,9 @@ def run(config, workdir: str) -> dict:
     results[f"ratio_time_to_psnr_{name}"] = None
     if config.reference_python and name in quality:
       quality_case(cfg, workdir, name, images, labels, results)
+    # After every case, so that a run cut short (a lease's time limit) keeps what it did.
+    common.write_results(workdir, {**results, "complete": False})
+  results["complete"] = True
   path = common.write_results(workdir, results)
   common.announce(workdir, [path, *results.get("figures", [])])
   return results

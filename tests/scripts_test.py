@@ -9,10 +9,11 @@ import pytest
 
 from jaxinvert import labels
 
-from experiments import (bench_fedavg_memory, bench_restarts, bench_speed, restore_labels,
-                         sweep, train_victim)
+from experiments import (bench_fedavg_memory, bench_restarts, bench_scaling, bench_speed,
+                         restore_labels, sweep, train_victim)
 from experiments.configs import (bench_fedavg_memory as memory_config, bench_restarts as
-                                 restarts_config, bench_speed as speed_config, labels as
+                                 restarts_config, bench_scaling as scaling_config,
+                                 bench_speed as speed_config, labels as
                                  labels_config, labels_fedavg, lenet_b4, train_victim as
                                  train_config)
 
@@ -111,6 +112,9 @@ def test_bench_speed_reports_roofline(tmp_path):
   out = bench_speed.run(c, str(tmp_path))
   row = out["cases"]["tiny_b1"]
   assert row["flops_per_step"] > 0 and row["its_per_s"] > 0
+  # On the CPU the roofline takes XLA's count; the jaxpr's is kept beside it.
+  assert row["flops_source"] == "xla_cost_analysis"
+  assert row["flops_per_step"] == row["xla_flops_per_step"] and row["jaxpr_flops_per_step"] > 0
   assert out["roofline_fraction_tiny_b1"] == pytest.approx(
       row["flops_per_step"] * row["its_per_s"] / out["matmul_flops_per_s"])
   assert out["reference_its_per_s_tiny_b1"] is None and out["ratio_its_tiny_b1"] is None
@@ -158,6 +162,50 @@ def test_bench_speed_rounds_take_the_median_of_per_round_ratios(tmp_path, monkey
   c.rounds = 0
   with pytest.raises(ValueError, match="config.rounds"):
     bench_speed.run(c, str(tmp_path))
+
+
+def test_benchmarks_cut_short_keep_what_they_measured(tmp_path, monkeypatch):
+  """A lease's time limit can kill a benchmark mid-run: the finished cases / rows must
+  already be in results.json, marked incomplete; a whole run is marked complete."""
+  c = speed_config.get_config()
+  c.model, c.width, c.timed_steps, c.matmul_size = "lenet", 2, 1, 256
+  c.cases = "first:batch_size=1;second:batch_size=2"
+  real = bench_speed.measure_case
+
+  def killed_on_second(config):
+    if config.batch_size == 2:
+      raise KeyboardInterrupt("the lease ran out")
+    return real(config)
+
+  monkeypatch.setattr(bench_speed, "measure_case", killed_on_second)
+  with pytest.raises(KeyboardInterrupt):
+    bench_speed.run(c, str(tmp_path / "speed"))
+  saved = _read(tmp_path / "speed" / "results.json")
+  assert saved["complete"] is False
+  assert list(saved["cases"]) == ["first"] and saved["jaxinvert_its_per_s_first"] > 0
+  monkeypatch.setattr(bench_speed, "measure_case", real)
+  c.cases = "first:batch_size=1"
+  assert bench_speed.run(c, str(tmp_path / "speed"))["complete"] is True
+  assert _read(tmp_path / "speed" / "results.json")["complete"] is True
+
+  s = scaling_config.get_config()
+  s.model, s.width, s.devices, s.restarts_per_device = "lenet", 2, "1", "1,2"
+  s.steps_per_call = s.iterations = 1
+  calls = iter([0.5, KeyboardInterrupt("the lease ran out")])
+
+  def timed(*args, **kwargs):
+    out = next(calls)
+    if isinstance(out, BaseException):
+      raise out
+    return out
+
+  monkeypatch.setattr(bench_restarts, "seconds_per_step", timed)
+  with pytest.raises(KeyboardInterrupt):
+    bench_scaling.run(s, str(tmp_path / "scaling"))
+  saved = _read(tmp_path / "scaling" / "results.json")
+  assert saved["complete"] is False
+  assert saved["rows"] == [{"devices": 1, "restarts_per_device": 1, "copies": 1,
+                            "seconds_per_step": 0.5, "restart_its_per_s": 2.0}]
 
 
 def test_time_to_psnr_stops_at_target_or_budget():

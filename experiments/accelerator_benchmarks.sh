@@ -18,6 +18,13 @@
 #    (`quality_max_factor=0.5`). The budget used is `config.reference_iterations` in
 #    WORKDIR/quality/results.json, and is printed.
 #
+# Measured on one H100 (jax 0.11.2, a fresh machine): compilation dominates, about 90 s
+# per `bench_speed` case with its two PyTorch references and 50 s per restarts-per-device
+# value of `bench_scaling`; 530 s got through three and a half cases and two values
+# (README, "On a GPU"). By those figures and breaching's 23.3 ms per step there, all four
+# steps with breaching's full 24,000 iterations need about 1800 s (an estimate, not a
+# run); or run the steps' commands one by one.
+#
 # PYTHON (default: python) runs jaxinvert; BENCH_FLAGS, extra --config.* flags appended to
 # every step (a smaller model for a smoke run, say). Each step writes its own results.json, so a
 # step cut short leaves the earlier ones whole.

@@ -26,29 +26,38 @@
 # run); or run the steps' commands one by one.
 #
 # PYTHON (default: python) runs jaxinvert; BENCH_FLAGS, extra --config.* flags appended to
-# every step (a smaller model for a smoke run, say). Each step writes its own results.json, so a
-# step cut short leaves the earlier ones whole.
+# every step (a smaller model for a smoke run, say); STEPS, the steps to run (default
+# "speed,scaling,restarts,quality"); QUALITY_ITERATIONS, breaching's budget in step 4
+# instead of sizing it from step 1 (needed when step 1 is not run). Each step writes its
+# results.json as it goes, so a step cut short keeps what it measured.
 set -u
 workdir=${1:?usage: accelerator_benchmarks.sh WORKDIR [REFERENCE_PYTHON] [SECONDS]}
 reference=${2:-}
 budget=${3:-3600}
 python=${PYTHON:-python}
 BENCH_FLAGS=${BENCH_FLAGS:-}
+steps=",${STEPS:-speed,scaling,restarts,quality},"
+want() { [[ $steps == *",$1,"* ]]; }
 start=$(date +%s)
 left() { echo $(( budget - ($(date +%s) - start) )); }
 mkdir -p "$workdir"
 
+if want speed; then
 echo "== 1. bench_speed (seconds left: $(left))"
 timeout $(( $(left) * 6 / 10 )) "$python" -m experiments.bench_speed \
     --workdir="$workdir/speed" --config.reference_python="$reference" \
     --config.timed_steps=50 --config.warmup=5 --config.matmul_size=8192 \
     --config.progress=False $BENCH_FLAGS || echo "bench_speed failed or was cut (rc $?)"
+fi
 
+if want scaling; then
 echo "== 2. bench_scaling (seconds left: $(left))"
 timeout $(( $(left) * 5 / 10 )) "$python" -m experiments.bench_scaling \
     --workdir="$workdir/scaling" --config.restarts_per_device=1,4,16,64,256 \
     --config.progress=False $BENCH_FLAGS || echo "bench_scaling failed or was cut (rc $?)"
+fi
 
+if want restarts; then
 echo "== 3. bench_restarts, one copy of the scaling step per strategy (seconds left: $(left))"
 timeout $(( $(left) * 3 / 10 )) "$python" -m experiments.bench_restarts \
     --workdir="$workdir/restarts" --config.width=64 --config.batch_size=4 \
@@ -56,15 +65,21 @@ timeout $(( $(left) * 3 / 10 )) "$python" -m experiments.bench_restarts \
     --config.variants=host_loop,vmap,vmap:10,sharded:10 --config.iterations=20 \
     --config.warmup=2 --config.progress=False $BENCH_FLAGS \
     || echo "bench_restarts failed or was cut (rc $?)"
+fi
 
-[ -n "$reference" ] || exit 0
-# breaching's its/s from step 1 (its time-stamped steps), to size its default attack.
-its=$("$python" -c "import json,sys; r=json.load(open(sys.argv[1])); \
+want quality && [ -n "$reference" ] || exit 0
+if [ -n "${QUALITY_ITERATIONS:-}" ]; then
+  its="(not sized)"
+  iterations=$QUALITY_ITERATIONS
+else
+  # breaching's its/s from step 1 (its time-stamped steps), to size its default attack.
+  its=$("$python" -c "import json,sys; r=json.load(open(sys.argv[1])); \
 print(r.get('breaching_its_per_s_convnet_b1') or 0)" "$workdir/speed/results.json" 2>/dev/null)
-# jaxinvert may take half of breaching's time; keep 90 s for start-up and writing, and
-# 10 % for breaching's snapshots.
-iterations=$("$python" -c "import sys; its, left = float(sys.argv[1]), float(sys.argv[2]); \
+  # jaxinvert may take half of breaching's time; keep 90 s for start-up and writing, and
+  # 10 % for breaching's snapshots.
+  iterations=$("$python" -c "import sys; its, left = float(sys.argv[1]), float(sys.argv[2]); \
 n = int(its * (left - 90) / 1.5 / 1.1 / 1000) * 1000; print(min(24000, n))" "${its:-0}" "$(left)")
+fi
 echo "== 4. time to breaching's PSNR, ConvNet B=1: breaching $its it/s, $(left) s left," \
      "breaching's default attack for $iterations iterations"
 if [ "$iterations" -lt 1000 ]; then echo "too little time left for step 4"; exit 0; fi

@@ -12,6 +12,12 @@ throughput over n times one device's at the same r (1.0 = linear; issue 6 asks >
 Writes ``results.json`` (every row, ``efficiency_<n>dev`` at the largest r, backend and
 device kind) and ``throughput_vs_restarts.png``; with more than one device count also
 ``throughput_vs_devices.png`` against the linear ideal.
+
+Several hosts: run the same command on every host with ``--config.distributed=True`` (and
+the coordinator flags where JAX does not detect them, as for `experiments.reconstruct`).
+Every process runs every program, so an n-device mesh takes n / P devices from each of
+the P processes (`mesh_devices`), counts are multiples of P, efficiencies are against
+the P-device mesh, and process 0 alone writes.
 """
 
 from __future__ import annotations
@@ -35,11 +41,20 @@ def _counts(text: str, *, field: str) -> list[int]:
   return values
 
 
-def device_counts(config) -> list[int]:
-  """``config.devices``, or 1, 2, 4, ... up to every device; checked against what exists."""
-  available = jax.device_count()
+def _by_process(devices) -> dict[int, list]:
+  out: dict[int, list] = {}
+  for d in devices:
+    out.setdefault(d.process_index, []).append(d)
+  return out
+
+
+def device_counts(config, devices=None) -> list[int]:
+  """``config.devices``, or P, 2P, 4P, ... up to every device (P processes, 1 on one
+  host); checked against what exists."""
+  devices = jax.devices() if devices is None else devices
+  available, processes = len(devices), len(_by_process(devices))
   if not config.devices:
-    counts, n = [], 1
+    counts, n = [], processes
     while n < available:
       counts.append(n)
       n *= 2
@@ -47,7 +62,23 @@ def device_counts(config) -> list[int]:
   counts = _counts(config.devices, field="devices")
   if max(counts) > available:
     common.fail("devices", f"asks for {max(counts)} devices, {available} available")
+  for n in counts:
+    mesh_devices(n, devices)  # every count must split over the processes
   return counts
+
+
+def mesh_devices(n: int, devices=None) -> list:
+  """The devices of an n-device mesh: the first n / P local devices of each of the P
+  processes. Every process of a multi-host run executes every program, so each must
+  hold a share of every mesh; on one host these are simply the first n devices."""
+  by_process = _by_process(jax.devices() if devices is None else devices)
+  if n % len(by_process):
+    common.fail("devices", f"{n} devices do not split over the {len(by_process)} processes; "
+                f"give multiples of {len(by_process)}")
+  share = n // len(by_process)
+  if any(len(local) < share for local in by_process.values()):
+    common.fail("devices", f"{n} devices need {share} on each process, and one has fewer")
+  return [d for p in sorted(by_process) for d in by_process[p][:share]]
 
 
 def validate(config) -> None:
@@ -70,7 +101,7 @@ def measure(config, on_row=lambda rows: None) -> list[dict]:
   bar = tqdm.tqdm(total=len(counts) * len(per_device), desc="devices x restarts",
                   disable=not config.progress)
   for n in counts:
-    mesh = parallel.make_mesh(jax.devices()[:n])
+    mesh = parallel.make_mesh(mesh_devices(n))
     for r in per_device:
       cfg = config.copy_and_resolve_references()
       cfg.restarts = n * r
@@ -87,22 +118,31 @@ def measure(config, on_row=lambda rows: None) -> list[dict]:
 
 
 def efficiency(rows: list[dict]) -> dict[int, dict[int, float]]:
-  """devices -> restarts per device -> throughput / (devices x one device's)."""
-  one = {r["restarts_per_device"]: r["restart_its_per_s"] for r in rows if r["devices"] == 1}
+  """devices -> restarts per device -> throughput / (devices / n0 x n0 devices'), n0 the
+  smallest device count measured (1 on one host; the process count on several, where
+  every mesh holds a share of each process)."""
+  smallest = min(r["devices"] for r in rows)
+  base = {r["restarts_per_device"]: r["restart_its_per_s"] for r in rows
+          if r["devices"] == smallest}
   out: dict[int, dict[int, float]] = {}
   for r in rows:
-    base = one.get(r["restarts_per_device"])
-    if base:
-      out.setdefault(r["devices"], {})[r["restarts_per_device"]] = (
-          r["restart_its_per_s"] / (r["devices"] * base))
+    if base.get(r["restarts_per_device"]):
+      ideal = r["devices"] / smallest * base[r["restarts_per_device"]]
+      out.setdefault(r["devices"], {})[r["restarts_per_device"]] = r["restart_its_per_s"] / ideal
   return out
 
 
 def run(config, workdir: str) -> dict:
   validate(config)
+  if config.distributed:  # every host runs this script; process 0 alone writes
+    parallel.initialize_distributed(
+        coordinator_address=config.coordinator_address or None,
+        num_processes=config.num_processes or None,
+        process_id=config.process_id if config.process_id >= 0 else None)
+  primary = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   # Rewritten after every row (complete: false), so a run cut short keeps its rows.
-  rows = measure(config, on_row=lambda rows: common.write_results(
+  rows = measure(config, on_row=lambda rows: primary and common.write_results(
       workdir, {"rows": rows, "complete": False, "config": config}))
   eff = efficiency(rows)
   counts = sorted({r["devices"] for r in rows})
@@ -113,6 +153,10 @@ def run(config, workdir: str) -> dict:
       "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
       "device_count": jax.device_count(), "complete": True, "config": config,
   }
+  if not primary:
+    print(f"jaxinvert: process {jax.process_index()} of {jax.process_count()} done; process 0 "
+          f"writes the outputs to {os.path.abspath(workdir)}", flush=True)
+    return results
   files = [common.write_results(workdir, results)]
   files.append(os.path.join(workdir, "throughput_vs_restarts.png"))
   viz.curves(files[-1], {
@@ -128,9 +172,9 @@ def run(config, workdir: str) -> dict:
       pts = [(x["devices"], x["restart_its_per_s"]) for x in rows
              if x["restarts_per_device"] == r]
       series[f"{r} restarts/device"] = ([p[0] for p in pts], [p[1] for p in pts])
-      if r == per_device[-1] and pts[0][0] == 1:
+      if r == per_device[-1]:
         series[f"linear ideal ({r}/device)"] = ([p[0] for p in pts],
-                                                [p[0] * pts[0][1] for p in pts])
+                                                [p[0] / pts[0][0] * pts[0][1] for p in pts])
     viz.curves(files[-1], series, xlabel="devices", ylabel="restart-iterations / s",
                markers=True, title="sharded attack: throughput against devices")
   common.announce(workdir, files)

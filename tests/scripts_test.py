@@ -208,6 +208,34 @@ def test_benchmarks_cut_short_keep_what_they_measured(tmp_path, monkeypatch):
                             "seconds_per_step": 0.5, "restart_its_per_s": 2.0}]
 
 
+class _Device:
+  """Stands in for a jax.Device: what `bench_scaling` reads of one."""
+
+  def __init__(self, process_index, local):
+    self.process_index, self.local = process_index, local
+
+
+def test_scaling_meshes_take_an_equal_share_of_every_process():
+  two_hosts = [_Device(p, i) for p in (0, 1) for i in range(4)]
+  picked = bench_scaling.mesh_devices(4, two_hosts)
+  assert [(d.process_index, d.local) for d in picked] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+  c = scaling_config.get_config()
+  assert bench_scaling.device_counts(c, two_hosts) == [2, 4, 8]
+  c.devices = "2,6"
+  assert bench_scaling.device_counts(c, two_hosts) == [2, 6]
+  c.devices = "3"
+  with pytest.raises(ValueError, match="do not split over the 2 processes"):
+    bench_scaling.device_counts(c, two_hosts)
+  one_host = [_Device(0, i) for i in range(8)]
+  assert [d.local for d in bench_scaling.mesh_devices(3, one_host)] == [0, 1, 2]
+  c.devices = ""
+  assert bench_scaling.device_counts(c, one_host) == [1, 2, 4, 8]
+  # Efficiency is against the smallest mesh measured (the process count on several hosts).
+  rows = [{"devices": n, "restarts_per_device": 1, "restart_its_per_s": t}
+          for n, t in ((2, 10.0), (4, 15.0), (8, 40.0))]
+  assert bench_scaling.efficiency(rows) == {2: {1: 1.0}, 4: {1: 0.75}, 8: {1: 1.0}}
+
+
 def test_time_to_psnr_stops_at_target_or_budget():
   c = speed_config.get_config()
   c.model, c.width, c.batch_size, c.image_size = "lenet", 2, 1, 8

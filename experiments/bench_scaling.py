@@ -134,16 +134,14 @@ def efficiency(rows: list[dict]) -> dict[int, dict[int, float]]:
 
 def run(config, workdir: str) -> dict:
   validate(config)
-  if config.distributed:  # every host runs this script; process 0 alone writes
-    parallel.initialize_distributed(
-        coordinator_address=config.coordinator_address or None,
-        num_processes=config.num_processes or None,
-        process_id=config.process_id if config.process_id >= 0 else None)
-  primary = jax.process_index() == 0
+  primary = common.start_processes(config)  # every host runs this; process 0 writes
   os.makedirs(workdir, exist_ok=True)
-  # Rewritten after every row (complete: false), so a run cut short keeps its rows.
-  rows = measure(config, on_row=lambda rows: primary and common.write_results(
-      workdir, {"rows": rows, "complete": False, "config": config}))
+
+  def save_partial(rows: list[dict]) -> None:  # a run cut short keeps its rows
+    if primary:
+      common.write_results(workdir, {"rows": rows, "complete": False, "config": config})
+
+  rows = measure(config, on_row=save_partial)
   eff = efficiency(rows)
   counts = sorted({r["devices"] for r in rows})
   per_device = sorted({r["restarts_per_device"] for r in rows})
@@ -154,8 +152,7 @@ def run(config, workdir: str) -> dict:
       "device_count": jax.device_count(), "complete": True, "config": config,
   }
   if not primary:
-    print(f"jaxinvert: process {jax.process_index()} of {jax.process_count()} done; process 0 "
-          f"writes the outputs to {os.path.abspath(workdir)}", flush=True)
+    common.announce_secondary(workdir)
     return results
   files = [common.write_results(workdir, results)]
   files.append(os.path.join(workdir, "throughput_vs_restarts.png"))

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from ml_collections import config_flags
 
-from jaxinvert import checkpoint, data, models, victim
+from jaxinvert import checkpoint, data, models, parallel, victim
 from jaxinvert.types import Model
 
 _SETTINGS = ("fedsgd", "fedavg")
@@ -170,6 +170,24 @@ def announce(workdir: str, files: list[str]) -> None:
   logging.info("wrote %s to %s", ", ".join(os.path.basename(f) for f in files), where)
   print(f"jaxinvert: wrote {', '.join(os.path.basename(f) for f in files)} to {where}",
         flush=True)
+
+
+def start_processes(config) -> bool:
+  """Joins the multi-host runtime when ``config.distributed`` (the coordinator flags
+  where JAX does not detect them); returns whether this is process 0, the one that
+  writes the outputs (hosts may share the workdir)."""
+  if config.distributed:
+    parallel.initialize_distributed(
+        coordinator_address=config.coordinator_address or None,
+        num_processes=config.num_processes or None,
+        process_id=config.process_id if config.process_id >= 0 else None)
+  return jax.process_index() == 0
+
+
+def announce_secondary(workdir: str) -> None:
+  """The log line of a process other than 0: done, and who writes where."""
+  print(f"jaxinvert: process {jax.process_index()} of {jax.process_count()} done; process 0 "
+        f"writes the outputs to {os.path.abspath(workdir)}", flush=True)
 
 
 class Timer:

@@ -19,7 +19,7 @@ import numpy as np
 from experiments import common
 from jaxinvert import attack as attack_lib
 from jaxinvert import labels as labels_lib
-from jaxinvert import metrics, parallel, priors, runner, simulators, victim, viz
+from jaxinvert import metrics, priors, runner, simulators, victim, viz
 from jaxinvert.objectives import Distance
 
 
@@ -139,15 +139,10 @@ def build_attack(config, model, variables, update, order, batch_size):
 def run(config, workdir: str) -> dict:
   """Runs one reconstruction experiment and writes its outputs to ``workdir``."""
   validate(config)
-  if config.distributed:
-    parallel.initialize_distributed(
-        coordinator_address=config.coordinator_address or None,
-        num_processes=config.num_processes or None,
-        process_id=config.process_id if config.process_id >= 0 else None)
   # Every process runs the same program on its share of the copies and gets the same
   # (replicated) answer; process 0 alone writes, so that hosts sharing the workdir do not
   # race. Checkpoints are written by every process (orbax: each its own shards).
-  primary = jax.process_index() == 0
+  primary = common.start_processes(config)
   os.makedirs(workdir, exist_ok=True)
   key = jax.random.key(config.seed)
   model_key, data_key, client_key, label_key, attack_key = jax.random.split(key, 5)
@@ -194,8 +189,7 @@ def run(config, workdir: str) -> dict:
       "config": config,
   }
   if not primary:
-    print(f"jaxinvert: process {jax.process_index()} of {jax.process_count()} done; process 0 "
-          f"writes the outputs to {os.path.abspath(workdir)}", flush=True)
+    common.announce_secondary(workdir)
     return results
   files = [common.write_results(workdir, results)]
   perm = np.asarray(report["matching"])

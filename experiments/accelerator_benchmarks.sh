@@ -21,7 +21,7 @@
 # Measured on one H100 (jax 0.11.2, a fresh machine): compilation dominates, about 90 s
 # per `bench_speed` case with its two PyTorch references and 50 s per restarts-per-device
 # value of `bench_scaling`; 530 s got through three and a half cases and two values
-# (README, "On a GPU"). By those figures and breaching's 23.3 ms per step there, all four
+# (docs/speed.md, "On a GPU"). By those figures and breaching's 23.3 ms per step there, all four
 # steps with breaching's full 24,000 iterations need about 1800 s (an estimate, not a
 # run); or run the steps' commands one by one.
 #

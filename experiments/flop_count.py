@@ -10,7 +10,7 @@ their most expensive, ``scan`` bodies times their length). Elementwise work is n
 counted, as in torch's ``FlopCounterMode``; work no output depends on is dropped first;
 a ``while`` loop, whose trip count the jaxpr does not hold, is counted once and reported.
 On the CPU the count is within 1.5 % of XLA's on `bench_speed`'s FedSGD cases and 6 %
-above it on the FedAvg case (README, "On a GPU").
+above it on the FedAvg case (docs/speed.md, "On a GPU").
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ _DOMAIN_RANGE = {FeatureDomain.NONNEGATIVE: (0.0, jnp.inf), FeatureDomain.UNIT: 
 # ----------------------------------------------------------------- shared pieces
 
 
-SMOOTH_EXPONENT = 3.0  # chosen on held-in batches (README, Labels, "Smooth dummies")
+SMOOTH_EXPONENT = 3.0  # chosen on held-in batches (docs/labels.md, "Smooth dummies")
 
 
 def smooth_images(key: jax.Array, *, num: int, image_shape, exponent: float = SMOOTH_EXPONENT
@@ -62,7 +62,7 @@ def smooth_images(key: jax.Array, *, num: int, image_shape, exponent: float = SM
   Photos are smooth: their amplitude spectrum falls with spatial frequency f (about as
   1/f, Field, JOSA A 1987), and after a few convolutions and a max-pool the features of
   smooth images sit closer to a photo batch's than those of pixel-wise U(0, 1) noise
-  (README, Labels: the mean feature's relative error on the ConvNet 0.40 -> 0.27). Each
+  (docs/labels.md: the mean feature's relative error on the ConvNet 0.40 -> 0.27). Each
   image is a luminance field plus 0.3 x an independent field per channel, each with
   amplitude 1/f^exponent (zero mean), scaled to standard deviation 0.22 around 0.5 and
   clipped to [0, 1]. No data enters: only the spectrum's slope is assumed.
@@ -182,7 +182,7 @@ def recentred(key: jax.Array, *, update: Params, features_fn: FeaturesFn,
   too, times their known bias gradient, plus their images' deviations). The shift
   captures the batch's mean feature, not how its images spread around it: exact counts
   on untrained victims where the mean is all the dummies miss, no help once the victim
-  is confident (README, Labels).
+  is confident (docs/labels.md).
 
   Args:
     key: PRNG key for the dummy images.

@@ -17,7 +17,7 @@ K N logits and the equations N^2 + N; for K < N there are more equations than un
 zero to float precision) and a wrong c, generically, is not. The residual therefore
 certifies a count vector, which none of the closed forms (Geng et al., iLRG) can do:
 they all assume how the batch's softmax mass is spread, which training breaks (see the
-README, Labels), while here each image's softmax is fitted.
+docs/labels.md), while here each image's softmax is fitted.
 
 Search: candidate count vectors from other estimators' hypotheses, each fitted by
 Levenberg-Marquardt from several starts; then, from the best fits, the bias form with
@@ -34,7 +34,7 @@ constraint the full fit meets only at an exact fit), then polishes over all K N 
 
 Tried and not kept (before this module): fitting the d-dimensional features instead of
 the logits with projected Adam was barely over-determined (K (N + d - K) equations for
-K d unknowns) and did not converge; see the README.
+K d unknowns) and did not converge (an ad hoc trial; no table records it).
 """
 
 from __future__ import annotations

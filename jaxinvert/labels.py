@@ -95,7 +95,7 @@ class Method(enum.Enum):
 
 
 #: The method the experiment scripts use for B > 1. Chosen on the label grids of the
-#: README: where 2K > N (experiments/configs/labels_grid.py) FIT is SELECT, which had the
+#: docs/labels.md: where 2K > N (experiments/configs/labels_grid.py) FIT is SELECT, which had the
 #: most exact count vectors summed over the cells on LeNet, ConvNet and ResNet-18 alike
 #: (and, with its median rule, the best label accuracy on i.i.d. batches larger than N);
 #: where 2K <= N (labels_small.py) FIT was exact at least as often as SELECT in every
@@ -127,13 +127,13 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
     fit_max_unknowns: `Method.FIT` fits per-image logits only where 2 K <= N and K N is
       at most this (a dense ``[KN, KN]`` solve per iteration); elsewhere it returns
       SELECT. (At K = 16, N = 20 wrong count vectors fitted a trained victim's update
-      as closely as the true one: README, Labels.)
+      as closely as the true one: docs/labels.md.)
     fit_tolerance: `Method.FIT` keeps SELECT's answer when no candidate fits the update
       to this relative squared residual.
     fit_space: where `Method.FIT` fits each candidate's logits (`label_fit.FitSpace`).
       SUBSPACE, the default, was exact in as many batches as LOGITS or more in every
       small-batch cell with duplicates measured, untrained and after 100 steps, and in
-      11 of 24 against 8 after 1,000 steps, one cell lower (README, Labels).
+      11 of 24 against 8 after 1,000 steps, one cell lower (docs/labels.md).
     select_from: the estimators SELECT / FIT combine (default `SELECT_FROM`;
       `restore_fedavg` passes `FEDAVG_SELECT_FROM`).
 
@@ -174,7 +174,7 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
             for k, m in zip(keys, select_from)]
     # RECENTRED takes part only where it sits on integers; elsewhere geng_bias, from the
     # same dummies, stands in (ours): once the victim is confident it is seldom integral
-    # and, kept in, cost label accuracy (README, Labels).
+    # and, kept in, cost label accuracy (docs/labels.md).
     plain = []
     for i, m in enumerate(select_from):
       if m == Method.RECENTRED:
@@ -216,13 +216,13 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
 #: GENG_BIAS, which stands in for it where it is not integral (`restore`): on the
 #: held-in cells of experiments/configs/labels_select.py (four victims, 8 cells x 16
 #: batches) that raised the mean exact rate from 0.576 to 0.646 and lowered neither it
-#: nor label accuracy in any cell (README, Labels).
+#: nor label accuracy in any cell (docs/labels.md).
 SELECT_FROM = (Method.RECENTRED, Method.ILRG, Method.CLUSTER)
 
 #: On a FedAvg average gradient GENG_BIAS stays: RECENTRED's premise, rows of absent
 #: classes holding the batch's features at the weights the statistics are taken at,
 #: fails once local training moves the features (labels_fedavg.py: from lr 1e-2 on it
-#: cost `select` exact batches and label accuracy; README, Labels).
+#: cost `select` exact batches and label accuracy; docs/labels.md).
 FEDAVG_SELECT_FROM = (Method.GENG_BIAS, Method.ILRG, Method.CLUSTER)
 
 
@@ -238,12 +238,11 @@ def with_present(scores: jax.Array, present: jax.Array, num_images: int, *,
   With ``one_class``, a single flagged class is read as a batch of K images of that
   class. This is a rule of thumb, not a certificate: an unflagged class m may still
   hold images if the batch's softmax mass on it reaches its count (S_m >= c_m) and,
-  with non-negative features, its weight row stays non-negative too. On the README's
-  label benchmarks (FedSGD and FedAvg, untrained and trained victims, B up to 128) no
+  with non-negative features, its weight row stays non-negative too. On the
+  label benchmarks (docs/labels.md) (FedSGD and FedAvg, untrained and trained victims, B up to 128) no
   batch of two or more classes had a single flagged class (`sign_rule` in the output
   of ``experiments/restore_labels.py``), while every closed form, once the victim is
-  confident, spreads the counts of a one-class batch over absent classes (README,
-  Labels).
+  confident, spreads the counts of a one-class batch over absent classes (docs/labels.md).
 
   Args:
     scores: real-valued counts ``[N]`` of some estimator.
@@ -307,7 +306,7 @@ def select(estimates: Sequence[LabelEstimate], num_images: int, *,
   zeros look integral in i.i.d. batches larger than N, where its counts are the worst);
   the answer is then the per-class median of the estimates, robust to the one that
   fails worst. The tolerance (0.15, against about 0.25 for scores with uniform
-  fractional parts) was chosen on held-in label grids (README, Labels); with
+  fractional parts) was chosen on held-in label grids (docs/labels.md); with
   ``integral_tolerance=inf`` this is the older rule, always the most integral estimate.
 
   Everything is computed from the update alone, so the choice is zero-shot.

@@ -61,7 +61,7 @@ def test_restore_labels_fedavg_cells_table_and_figure(tmp_path):
   assert out["cells"][1]["cell"] == {"local_lr": 0.1, "batch_size": 2,
                                      "label_dist": "unique"}
   # At a negligible local lr the FedAvg update is lr x steps x the FedSGD gradient, whose
-  # counts the untrained DLG LeNet gives exactly (README, Labels).
+  # counts the untrained DLG LeNet gives exactly (docs/labels.md).
   assert out["table"]["exact_match_rate"]["select"][0] == 1.0
   # ... and leaves the client's predictions where they were; at lr 0.1 the LeNet moves.
   low, high = out["table"]["fitted_fraction"]

@@ -1,6 +1,6 @@
 """FedAvg label restoration against the client's local learning rate.
 
-Command (the README table):
+Command (the table in docs/labels.md):
   python -m experiments.restore_labels --config=experiments/configs/labels_fedavg.py \
       --workdir=workdirs/labels_fedavg
 ConvNet width 16, untrained, 20 classes of photos; the client runs 5 local epochs of

@@ -1,6 +1,6 @@
 """Label restoration over batch sizes and label distributions, one victim per run.
 
-Command (the README table):
+Command (the README table; all rows in docs/labels.md):
   python -m experiments.restore_labels --config=experiments/configs/labels_grid.py \
       --config.model=convnet --workdir=workdirs/labels_grid_convnet
   (also --config.model=lenet --config.width=0, --config.model=resnet18, and

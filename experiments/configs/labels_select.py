@@ -1,6 +1,6 @@
 """The held-in cells on which `select`'s median rule, its threshold and its estimators were chosen.
 
-Command (README, Labels, "Median rule"):
+Command (docs/labels.md, "Median rule"):
   python -m experiments.restore_labels --config=experiments/configs/labels_select.py \
       --config.model=convnet --workdir=workdirs/labels_select_convnet
   (also --config.model=lenet --config.width=0, --config.model=resnet18, and

@@ -1,6 +1,6 @@
 """Label restoration on small batches (2 K <= N), where `fit` certifies count vectors.
 
-Command (the README table):
+Command (the table in docs/labels.md):
   python -m experiments.restore_labels --config=experiments/configs/labels_small.py \
       --config.model=convnet --config.train_steps=100 --workdir=workdirs/labels_small
   (also untrained: --config.train_steps=0; --config.model=lenet --config.width=0;

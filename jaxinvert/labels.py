@@ -94,7 +94,7 @@ class Method(enum.Enum):
   FIT = "fit"                      # ours: select's candidates certified by a per-image logit fit
 
 
-#: The method the experiment scripts use for B > 1. Chosen on the label grids of the
+#: The method the experiment scripts use for B > 1. Chosen on the label grids of
 #: docs/labels.md: where 2K > N (experiments/configs/labels_grid.py) FIT is SELECT, which had the
 #: most exact count vectors summed over the cells on LeNet, ConvNet and ResNet-18 alike
 #: (and, with its median rule, the best label accuracy on i.i.d. batches larger than N);
@@ -238,11 +238,11 @@ def with_present(scores: jax.Array, present: jax.Array, num_images: int, *,
   With ``one_class``, a single flagged class is read as a batch of K images of that
   class. This is a rule of thumb, not a certificate: an unflagged class m may still
   hold images if the batch's softmax mass on it reaches its count (S_m >= c_m) and,
-  with non-negative features, its weight row stays non-negative too. On the
-  label benchmarks (docs/labels.md) (FedSGD and FedAvg, untrained and trained victims, B up to 128) no
-  batch of two or more classes had a single flagged class (`sign_rule` in the output
-  of ``experiments/restore_labels.py``), while every closed form, once the victim is
-  confident, spreads the counts of a one-class batch over absent classes (docs/labels.md).
+  with non-negative features, its weight row stays non-negative too. On the label
+  benchmarks of docs/labels.md (FedSGD and FedAvg, untrained and trained victims, B up
+  to 128) no batch of two or more classes had a single flagged class (`sign_rule` in the
+  output of ``experiments/restore_labels.py``), while every closed form, once the victim
+  is confident, spreads the counts of a one-class batch over absent classes.
 
   Args:
     scores: real-valued counts ``[N]`` of some estimator.

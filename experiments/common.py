@@ -218,8 +218,8 @@ def restore_labels(config, model: Model, variables, update, key: jax.Array):
     return method, restore(key, update=update, variables=variables)
   steps = victim.local_steps(config.batch_size, local_epochs=config.local_epochs,
                              local_batch_size=local_batch_size(config))
-  delta = jax.tree.map(jnp.subtract, update["params"], variables["params"])
-  labels.check_update(labels.fedavg_gradient(delta, local_lr=config.local_lr, steps=steps),
+  labels.check_update(labels.fedavg_gradient(victim.weight_delta(variables, update),
+                                             local_lr=config.local_lr, steps=steps),
                       variables, config.batch_size)
   restore = jax.jit(functools.partial(labels.restore_fedavg, local_lr=config.local_lr,
                                       local_steps=steps, **common))

@@ -115,8 +115,11 @@ def test_bench_speed_reports_roofline(tmp_path):
   # On the CPU the roofline takes XLA's count; the jaxpr's is kept beside it.
   assert row["flops_source"] == "xla_cost_analysis"
   assert row["flops_per_step"] == row["xla_flops_per_step"] and row["jaxpr_flops_per_step"] > 0
+  # The fraction takes the matmul FLOP/s measured right after the case's steps.
+  (peak,) = row["matmul_flops_per_s_rounds"]
+  assert peak > 0 and out["rounds"][0]["matmul_flops_per_s"] == peak
   assert out["roofline_fraction_tiny_b1"] == pytest.approx(
-      row["flops_per_step"] * row["its_per_s"] / out["matmul_flops_per_s"])
+      row["flops_per_step"] * row["its_per_s"] / peak)
   assert out["reference_its_per_s_tiny_b1"] is None and out["ratio_its_tiny_b1"] is None
   assert out["torch_flops_per_step_tiny_b1"] is None
   assert "not measured" in out["reference"]
@@ -159,6 +162,11 @@ def test_bench_speed_rounds_take_the_median_of_per_round_ratios(tmp_path, monkey
   assert out["torch_flops_per_step_tiny_b1"] == 5e9
   assert out["jaxinvert_its_per_s_tiny_b1"] == pytest.approx(
       np.median([r["jaxinvert_its_per_s"] for r in rounds]))
+  # Each round's roofline fraction divides by that round's own matmul measurement.
+  flops = out["cases"]["tiny_b1"]["flops_per_step"]
+  fractions = [flops * r["jaxinvert_its_per_s"] / r["matmul_flops_per_s"] for r in rounds]
+  assert [r["roofline_fraction"] for r in rounds] == pytest.approx(fractions)
+  assert out["roofline_fraction_tiny_b1"] == pytest.approx(np.median(fractions))
   c.rounds = 0
   with pytest.raises(ValueError, match="config.rounds"):
     bench_speed.run(c, str(tmp_path))

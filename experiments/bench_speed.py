@@ -339,6 +339,15 @@ def _print_reference(name: str, row: dict, ref: dict, config) -> None:
 def run(config, workdir: str) -> dict:
   if config.reference not in ("breaching", "torch"):
     raise ValueError(f"config.reference: {config.reference!r} is not 'breaching' or 'torch'")
+  quality = [q for q in config.quality_cases.split(",") if q]
+  unknown = set(quality) - {name for name, _ in parse_cases(config.cases)}
+  if unknown:
+    common.fail("quality_cases", f"{sorted(unknown)} are not among config.cases")
+  if quality and (config.reference_iterations <= 0 or config.quality_max_factor <= 0):
+    common.fail("reference_iterations", "reference_iterations and quality_max_factor must be "
+                f"positive, got {config.reference_iterations} and {config.quality_max_factor}")
+  if config.rounds < 1:
+    common.fail("rounds", f"must be >= 1, got {config.rounds}")
   os.makedirs(workdir, exist_ok=True)
   peak = matmul_flops_per_s(config.matmul_size)
   print(f"  matmul {config.matmul_size}^3 f32: {peak / 1e9:.1f} GFLOP/s", flush=True)
@@ -352,15 +361,6 @@ def run(config, workdir: str) -> dict:
                            if config.reference_python else
                            "not measured: no --config.reference_python given"),
              "cases": {}, "config": config}
-  quality = [q for q in config.quality_cases.split(",") if q]
-  unknown = set(quality) - {name for name, _ in parse_cases(config.cases)}
-  if unknown:
-    common.fail("quality_cases", f"{sorted(unknown)} are not among config.cases")
-  if quality and (config.reference_iterations <= 0 or config.quality_max_factor <= 0):
-    common.fail("reference_iterations", "reference_iterations and quality_max_factor must be "
-                f"positive, got {config.reference_iterations} and {config.quality_max_factor}")
-  if config.rounds < 1:
-    common.fail("rounds", f"must be >= 1, got {config.rounds}")
   rounds = results["rounds"] = []
   for name, overrides in tqdm.tqdm(parse_cases(config.cases), desc="cases",
                                     disable=not config.progress):

@@ -152,8 +152,12 @@ def test_bench_speed_rounds_take_the_median_of_per_round_ratios(tmp_path, monkey
             "torch": {**row, "flops_per_step": 5e9}}
 
   monkeypatch.setattr(bench_speed, "measure_reference", fake_reference)
+  peaks = iter([1e9, 2e9, 3e9, 4e9])  # the run's first matmul, then one after each round
+  monkeypatch.setattr(bench_speed, "matmul_flops_per_s", lambda size: next(peaks))
   out = bench_speed.run(c, str(tmp_path))
   rounds = out["rounds"]
+  assert out["matmul_flops_per_s"] == 1e9
+  assert [r["matmul_flops_per_s"] for r in rounds] == [2e9, 3e9, 4e9]
   assert [r["round"] for r in rounds] == [0, 1, 2]
   ratios = [r["jaxinvert_its_per_s"] / s for r, s in zip(rounds, [1.0, 1e6, 1e-6])]
   assert out["ratio_its_rounds_tiny_b1"] == pytest.approx(ratios)

@@ -304,6 +304,12 @@ def test_label_benchmark_configs_validate(name):
   assert cells and all(isinstance(c, dict) for c in cells)
 
 
+def test_default_label_config_measures_the_library_default():
+  """results.json's "default" names labels.DEFAULT_METHOD; the default run must measure it."""
+  methods = labels_config.get_config().methods.split(",")
+  assert labels.DEFAULT_METHOD.value in methods
+
+
 def test_restore_labels_names_an_unknown_fit_space():
   config = labels_config.get_config()
   config.fit_space = "features"

@@ -19,7 +19,9 @@ def get_config():
   c.batch_size = 16
   c.label_dist = "single:8"
   c.trials = 10
-  c.methods = "geng,geng_bias,recentred,idlg,gradinversion,llg_plus,ilrg,cluster,select"
+  # `fit` is the library's default (labels.DEFAULT_METHOD, results.json's "default"), so it is
+  # measured too; where 2K > N it returns select's answer.
+  c.methods = "geng,geng_bias,recentred,idlg,gradinversion,llg_plus,ilrg,cluster,select,fit"
   c.num_dummies = 0           # 0 = K dummies (Geng et al.'s code)
   c.dummy_dist = "uniform"
   c.fit_space = "subspace"    # fit: subspace | logits (jaxinvert.label_fit.FitSpace)

@@ -107,7 +107,7 @@ def run(config, workdir: str) -> dict:
   rows = measure(config)
   default = runner.default_strategy()
   default_impl = models.default_conv_impl()
-  default_fused = 1 if jax.default_backend() == "cpu" else 25
+  default_fused = runner.default_steps_per_call()
 
   def lookup(impl, strategy, fused):
     for r in rows:

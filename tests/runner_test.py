@@ -158,6 +158,12 @@ def test_bad_runner_arguments(tiny_lenet):
                checkpoint_every=6, checkpoint_dir="/tmp/x", progress=False)
 
 
+def test_default_steps_per_call_per_backend():
+  assert runner.default_steps_per_call("cpu") == 1
+  assert runner.default_steps_per_call("gpu") == 1
+  assert runner.default_steps_per_call("tpu") == 25
+
+
 def test_default_strategy_per_backend():
   assert runner.default_strategy("cpu", 1) == runner.Strategy.HOST_LOOP
   assert runner.default_strategy("gpu", 1) == runner.Strategy.VMAP

@@ -25,7 +25,9 @@ def get_config():
   c.tv = 0.8
   c.devices = ""                 # comma-separated device counts; '' = 1, 2, 4, ... up to all
   c.restarts_per_device = "1,4,16"
-  c.steps_per_call = 10          # steps fused in one jitted lax.scan
+  # steps fused in one jitted lax.scan; 1 as `runner.default_steps_per_call` on CPU/GPU
+  # (10 made one copy 1.5x slower on an H200, docs/speed.md "Fourth lease")
+  c.steps_per_call = 1
   c.warmup = 1                   # calls (compilation), not timed
   c.iterations = 20              # timed steps (a multiple of steps_per_call)
   return c

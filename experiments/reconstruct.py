@@ -40,7 +40,8 @@ def validate(config) -> None:
   common._choice(config, "tv_kind", [t.value for t in priors.TV])  # pylint: disable=protected-access
   if config.strategy:
     common._choice(config, "strategy", [s.value for s in runner.Strategy])  # pylint: disable=protected-access
-  for field in ("tv", "bn", "group", "lr", "tol", "patience", "checkpoint_every"):
+  for field in ("tv", "bn", "group", "lr", "tol", "patience", "checkpoint_every",
+                "steps_per_call"):
     if config[field] < 0:
       common.fail(field, f"must be >= 0, got {config[field]}")
   if config.lr == 0:
@@ -162,6 +163,7 @@ def run(config, workdir: str) -> dict:
         attack, key=attack_key, hypotheses=hyps, restarts=config.restarts,
         iterations=config.iterations,
         strategy=runner.Strategy(config.strategy) if config.strategy else None,
+        steps_per_call=config.steps_per_call or None,
         log_every=config.log_every,
         checkpoint_dir=(os.path.join(workdir, "checkpoints") if config.checkpoint_every
                         else None),

@@ -256,6 +256,8 @@ def run(
   strategy = strategy or default_strategy()
   if steps_per_call is None:
     steps_per_call = default_steps_per_call()
+  if steps_per_call < 1:
+    raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}")
   checkpoint_every = checkpoint_every or log_every
   if checkpoint_every % log_every:
     raise ValueError(f"checkpoint_every ({checkpoint_every}) must be a multiple of log_every "

@@ -43,6 +43,21 @@ def test_same_seed_same_numbers(tmp_path):
   assert a["psnr"] == b["psnr"] and list(a["loss_curve"]) == list(b["loss_curve"])
 
 
+def test_steps_per_call_reaches_the_runner(tmp_path, monkeypatch):
+  seen, real = [], reconstruct.runner.run
+
+  def spy(*args, **kwargs):
+    seen.append(kwargs["steps_per_call"])
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(reconstruct.runner, "run", spy)
+  small = dict(iterations=4, log_every=2, width=3, image_size=16, strategy="vmap")
+  fused = reconstruct.run(_config(steps_per_call=2, **small), str(tmp_path / "fused"))
+  default = reconstruct.run(_config(**small), str(tmp_path / "default"))
+  assert seen == [2, None]  # 0 leaves the choice to runner.default_steps_per_call
+  np.testing.assert_allclose(fused["loss_curve"], default["loss_curve"], rtol=1e-4)
+
+
 @pytest.mark.parametrize("field,value,match", [
     ("batch_size", -3, "config.batch_size"),
     ("model", "vgg", "config.model"),
@@ -53,6 +68,7 @@ def test_same_seed_same_numbers(tmp_path):
     ("setting", "fedprox", "config.setting"),
     ("dataset", "mnist", "config.dataset"),
     ("scan_unroll", -1, "config.scan_unroll"),
+    ("steps_per_call", -2, "config.steps_per_call: must be >= 0"),
     ("label_arrangements", 3, "config.label_arrangements: places restored labels on a known "
      "FedAvg order"),
     ("label_arrangements", 0, "config.label_arrangements: must be >= 1"),

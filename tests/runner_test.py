@@ -97,6 +97,8 @@ def test_scan_chunks_equal_single_steps(tiny_lenet):
   fused = runner.run(a, steps_per_call=5, **kw)
   np.testing.assert_allclose(one.all_images, fused.all_images, atol=1e-5)
   assert fused.curve.shape == (10, 1, 2)
+  with pytest.raises(ValueError, match="steps_per_call must be >= 1, got 0"):
+    runner.run(a, steps_per_call=0, **kw)
 
 
 @pytest.mark.parametrize("optimizer", [attack.Optimizer.ADAM, attack.Optimizer.LBFGS])

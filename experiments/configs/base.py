@@ -58,6 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.group = 0.0                # group-consistency weight (restarts > 1)
   # Execution.
   c.strategy = ""              # '' = per backend | vmap | map | host_loop | sharded
+  c.steps_per_call = 0         # steps fused per jitted call; 0 = runner.default_steps_per_call
   c.log_every = 100
   c.checkpoint_every = 0       # 0 = no attack checkpoints
   c.patience = 0               # 0 = off; else stop after this many stagnant log_every chunks

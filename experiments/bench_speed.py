@@ -324,11 +324,11 @@ def _with_overrides(config, overrides: str):
   return common.apply_cell(config, common.parse_cells(spec)[0])
 
 
-def _print_jaxinvert(name: str, row: dict, peak: float) -> None:
+def _print_jaxinvert(name: str, row: dict, fraction: float) -> None:
   flops_per_s = row["flops_per_step"] * row["its_per_s"]
   print(f"  {name:22s} {row['seconds_per_step'] * 1e3:9.1f} ms/step "
         f"{row['flops_per_step'] / 1e9:7.2f} GFLOP/step  {flops_per_s / 1e9:6.1f} GFLOP/s  "
-        f"roofline {flops_per_s / peak:.2f}", flush=True)
+        f"roofline {fraction:.2f}", flush=True)
 
 
 def _print_reference(name: str, row: dict, ref: dict, config) -> None:
@@ -385,7 +385,7 @@ def run(config, workdir: str) -> dict:
       entry = {"case": name, "round": r, "jaxinvert_its_per_s": row["its_per_s"],
                "matmul_flops_per_s": round_peak,
                "roofline_fraction": row["flops_per_step"] * row["its_per_s"] / round_peak}
-      _print_jaxinvert(name, row, round_peak)
+      _print_jaxinvert(name, row, entry["roofline_fraction"])
       if config.reference_python:
         ref = measure_reference(cfg, workdir, name, images, labels)
         row["reference"] = ref

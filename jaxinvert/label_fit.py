@@ -92,6 +92,54 @@ def residual(logits: jax.Array, *, onehot: jax.Array, target: Targets) -> jax.Ar
                           g.sum(axis=0) - target.bias_grad])
 
 
+def normal_equations(logits: jax.Array, *, onehot: jax.Array, target: Targets
+                     ) -> tuple[jax.Array, jax.Array]:
+  r"""Gauss-Newton matrix ``J^T J`` ``[KN, KN]`` and gradient ``J^T r`` ``[KN]`` of `residual`.
+
+  Written out instead of forming the Jacobian J ``[N^2 + N, KN]`` (ours; the same values
+  to float rounding, `tests/label_fit_test.py`). With ``a_k = z_k - b``, ``g_k = p_k -
+  y_k`` and ``D_k = diag(p_k) - p_k p_k^T`` (the softmax's Jacobian), a change ``u`` of
+  image k's logits moves the moment part of the residual by ``(D_k u) a_k^T + g_k u^T``
+  and the bias part by ``D_k u``. Hence, with R the moment residual ``[N, N]`` and
+  ``r_b`` the bias residual,
+
+    (J^T r)_k = D_k (R a_k + r_b) + R^T g_k
+    (J^T J)_kl = (a_k.a_l + 1) D_k D_l + (D_k g_l) a_k^T + a_l (D_l g_k)^T + (g_k.g_l) I
+
+  and ``D_k D_l = diag(q) - q p_l^T - p_k q^T + (p_k.p_l) p_k p_l^T`` with ``q = p_k o p_l``:
+  O(K^2 N^2) work against O((N^2 + N) (KN)^2) for ``J^T J`` from the Jacobian.
+
+  Args:
+    logits: ``[K, N]``.
+    onehot: ``[K, N]`` labels of the candidate count vector.
+    target: from `targets`.
+
+  Returns:
+    ``(J^T J [KN, KN], J^T r [KN])``, image-major (the order of ``logits.ravel()``).
+  """
+  num_images, num_classes = logits.shape
+  p = jax.nn.softmax(logits)
+  g = p - onehot
+  a = logits - target.bias
+  moments_res = g.T @ a - target.moments
+  bias_res = g.sum(axis=0) - target.bias_grad
+  soft_jvp = lambda v: p * v - p * jnp.sum(p * v, axis=-1, keepdims=True)  # D_k v_k, row-wise
+  grad = soft_jvp(a @ moments_res.T + bias_res) + g @ moments_res
+  q = p[:, None, :] * p[None, :, :]                        # [k, l, n] = p_kn p_ln
+  overlap = p @ p.T                                         # p_k . p_l
+  dd = (q[..., None] * jnp.eye(num_classes)                 # diag(q)
+        - q[..., None] * p[None, :, None, :]                # - q p_l^T
+        - p[:, None, :, None] * q[:, :, None, :]            # - p_k q^T
+        + overlap[:, :, None, None] * p[:, None, :, None] * p[None, :, None, :])
+  dg = p[:, None, :] * g[None, :, :] - p[:, None, :] * (p @ g.T)[:, :, None]  # D_k g_l
+  hess = ((a @ a.T + 1.0)[:, :, None, None] * dd
+          + dg[..., None] * a[:, None, None, :]
+          + a[None, :, :, None] * jnp.swapaxes(dg, 0, 1)[:, :, None, :]
+          + (g @ g.T)[:, :, None, None] * jnp.eye(num_classes))
+  size = num_images * num_classes
+  return hess.transpose(0, 2, 1, 3).reshape(size, size), grad.ravel()
+
+
 def feature_basis(update: Params, *, variables: Variables, num_images: int) -> jax.Array:
   """``W V`` ``[N, r]``: the logit directions that the batch's features can take.
 
@@ -114,14 +162,19 @@ def class_logits(update: Params, *, variables: Variables) -> jax.Array:
   return jnp.clip(jnp.where(jnp.isfinite(logits), logits, 0.0), -50.0, 50.0)
 
 
-def _levenberg_marquardt(fn, x0: jax.Array, iterations: int) -> tuple[jax.Array, jax.Array]:
+def _levenberg_marquardt(fn, x0: jax.Array, iterations: int, terms=None
+                         ) -> tuple[jax.Array, jax.Array]:
   """Minimises ``|fn(x)|^2``; returns ``(x, cost)``. Steps that do not lower the cost are
-  rejected and the damping raised (Marquardt's diagonal scaling)."""
+  rejected and the damping raised (Marquardt's diagonal scaling). ``terms(x)`` gives
+  ``(J^T J, J^T fn(x))``; None forms them from ``jax.jacfwd(fn)``."""
+  if terms is None:
+    def terms(x):
+      jac = jax.jacfwd(fn)(x)
+      return jac.T @ jac, jac.T @ fn(x)
 
   def body(carry, _):
     x, res, damping, cost = carry
-    jac = jax.jacfwd(fn)(x)
-    hess, grad = jac.T @ jac, jac.T @ res
+    hess, grad = terms(x)
     step = jnp.linalg.solve(hess + damping * jnp.diag(jnp.diag(hess) + 1e-9), -grad)
     new_res = fn(x + step)
     new_cost = jnp.sum(jnp.square(new_res))
@@ -169,6 +222,7 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
   onehot = jax.nn.one_hot(label, num_classes)
   shape = (num_images, num_classes)
   fn = lambda x: residual(x.reshape(shape), onehot=onehot, target=target)
+  terms = lambda x: normal_equations(x.reshape(shape), onehot=onehot, target=target)
 
   def one_start(start_key, kind):
     noise = jax.random.normal(start_key, shape)
@@ -178,10 +232,18 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
     if basis is not None:
       from_span = lambda a: target.bias + a.reshape(num_images, basis.shape[1]) @ basis.T
       a0 = jnp.linalg.lstsq(basis, (x0 - target.bias).T)[0].T
+      rank = basis.shape[1]
+
+      def span_terms(a):  # chain rule through z = b + A basis^T
+        hess, grad = terms(from_span(a).ravel())
+        hess = jnp.einsum("knlm,ni,mj->kilj", hess.reshape(*shape, *shape), basis, basis)
+        return (hess.reshape(num_images * rank, num_images * rank),
+                (grad.reshape(shape) @ basis).ravel())
+
       a, _ = _levenberg_marquardt(lambda a: fn(from_span(a).ravel()), a0.ravel(),
-                                  subspace_iterations)
+                                  subspace_iterations, span_terms)
       x0 = from_span(a)
-    x, cost = _levenberg_marquardt(fn, x0.ravel(), iterations)
+    x, cost = _levenberg_marquardt(fn, x0.ravel(), iterations, terms)
     return x.reshape(shape), cost
 
   logits, cost = jax.vmap(one_start)(jax.random.split(key, starts), jnp.arange(starts) % 3)

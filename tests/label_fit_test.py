@@ -51,6 +51,25 @@ def test_true_logits_make_the_residual_zero():
   assert float(jnp.sum(wrong ** 2) / target.scale) > 1e-3
 
 
+def test_normal_equations_match_the_jacobian():
+  # The written-out J^T J and J^T r (what Levenberg-Marquardt uses) against the ones formed
+  # from jax.jacfwd of the residual, at logits away from any fit, with repeated labels.
+  _, variables, _, _, grad, _ = _case([1, 1, 4, 7], scale=4.0)
+  target = label_fit.targets(grad, variables=variables, num_images=4)
+  logits = 3.0 * jax.random.normal(jax.random.key(5), (4, _N))
+  onehot = jax.nn.one_hot(jnp.asarray([1, 1, 4, 7]), _N)
+  fn = lambda z: label_fit.residual(z.reshape(4, _N), onehot=onehot, target=target)
+  jac = jax.jacfwd(fn)(logits.ravel())
+  hess, g = label_fit.normal_equations(logits, onehot=onehot, target=target)
+  want_hess, want_g = jac.T @ jac, jac.T @ fn(logits.ravel())
+  assert hess.shape == (4 * _N, 4 * _N) and g.shape == (4 * _N,)
+  np.testing.assert_allclose(hess, want_hess, rtol=0, atol=1e-4 * float(jnp.abs(want_hess).max()))
+  np.testing.assert_allclose(g, want_g, rtol=0, atol=1e-4 * float(jnp.abs(want_g).max()))
+  # A wrong formula would not pass: the cross terms alone are not small here.
+  assert float(jnp.abs(want_hess - jnp.diag(jnp.diag(want_hess))).max()) > 1e-2 * float(
+      jnp.abs(want_hess).max())
+
+
 def test_fit_certifies_the_true_counts_and_rejects_one_unit_moves():
   _, variables, _, _, grad, true = _case([1, 1, 4, 7], scale=4.0)
   target = label_fit.targets(grad, variables=variables, num_images=4)

@@ -162,32 +162,25 @@ def class_logits(update: Params, *, variables: Variables) -> jax.Array:
   return jnp.clip(jnp.where(jnp.isfinite(logits), logits, 0.0), -50.0, 50.0)
 
 
-def _levenberg_marquardt(fn, x0: jax.Array, iterations: int, terms=None
+def _levenberg_marquardt(fn, terms, x0: jax.Array, iterations: int
                          ) -> tuple[jax.Array, jax.Array]:
-  """Minimises ``|fn(x)|^2``; returns ``(x, cost)``. Steps that do not lower the cost are
-  rejected and the damping raised (Marquardt's diagonal scaling). ``terms(x)`` gives
-  ``(J^T J, J^T fn(x))``; None forms them from ``jax.jacfwd(fn)``."""
-  if terms is None:
-    def terms(x):
-      jac = jax.jacfwd(fn)(x)
-      return jac.T @ jac, jac.T @ fn(x)
+  """Minimises ``|fn(x)|^2``; returns ``(x, cost)``. ``terms(x)`` gives ``(J^T J, J^T
+  fn(x))`` (`normal_equations`). Steps that do not lower the cost are rejected and the
+  damping raised (Marquardt's diagonal scaling)."""
 
   def body(carry, _):
-    x, res, damping, cost = carry
+    x, damping, cost = carry
     hess, grad = terms(x)
     step = jnp.linalg.solve(hess + damping * jnp.diag(jnp.diag(hess) + 1e-9), -grad)
-    new_res = fn(x + step)
-    new_cost = jnp.sum(jnp.square(new_res))
+    new_cost = jnp.sum(jnp.square(fn(x + step)))
     better = new_cost < cost  # False for NaN
-    return (jnp.where(better, x + step, x), jnp.where(better, new_res, res),
+    return (jnp.where(better, x + step, x),
             jnp.clip(jnp.where(better, damping * 0.3, damping * 10.0), 1e-12, 1e12),
             jnp.where(better, new_cost, cost)), None
 
-  res0 = fn(x0)
-  cost0 = jnp.sum(jnp.square(res0))
+  cost0 = jnp.sum(jnp.square(fn(x0)))
   cost0 = jnp.where(jnp.isfinite(cost0), cost0, jnp.inf)
-  (x, _, _, cost), _ = jax.lax.scan(body, (x0, res0, jnp.float32(1e-2), cost0), None,
-                                    length=iterations)
+  (x, _, cost), _ = jax.lax.scan(body, (x0, jnp.float32(1e-2), cost0), None, length=iterations)
   return x, cost
 
 
@@ -240,10 +233,10 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
         return (hess.reshape(num_images * rank, num_images * rank),
                 (grad.reshape(shape) @ basis).ravel())
 
-      a, _ = _levenberg_marquardt(lambda a: fn(from_span(a).ravel()), a0.ravel(),
-                                  subspace_iterations, span_terms)
+      a, _ = _levenberg_marquardt(lambda a: fn(from_span(a).ravel()), span_terms,
+                                  a0.ravel(), subspace_iterations)
       x0 = from_span(a)
-    x, cost = _levenberg_marquardt(fn, x0.ravel(), iterations, terms)
+    x, cost = _levenberg_marquardt(fn, terms, x0.ravel(), iterations)
     return x.reshape(shape), cost
 
   logits, cost = jax.vmap(one_start)(jax.random.split(key, starts), jnp.arange(starts) % 3)

@@ -69,5 +69,5 @@ def run(config, workdir: str) -> dict:
 
 
 if __name__ == "__main__":
-  common.script_main(run, default_config="bench_fedavg_memory.py",
+  common.script_main(run, default_config="bench_fedavg_memory.py", compilation_cache=False,
                      description="Benchmark config.")

@@ -439,5 +439,5 @@ def run(config, workdir: str) -> dict:
 
 
 if __name__ == "__main__":
-  common.script_main(run, default_config="bench_speed.py",
+  common.script_main(run, default_config="bench_speed.py", compilation_cache=False,
                      description="Benchmark config.")

@@ -37,6 +37,8 @@ _CACHE = tempfile.mkdtemp(prefix="jaxinvert-test-xla-cache-")
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# Scripts the tests start as subprocesses use the same cache, not ~/.cache/jaxinvert.
+os.environ["JAXINVERT_COMPILATION_CACHE"] = _CACHE
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,18 @@
 
 import importlib
 import json
+import os
+import subprocess
+import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxinvert import labels
 
+from experiments import common
 from experiments import (bench_fedavg_memory, bench_restarts, bench_scaling, bench_speed,
                          restore_labels, sweep, train_victim)
 from experiments.configs import (bench_fedavg_memory as memory_config, bench_restarts as
@@ -334,3 +339,45 @@ def test_bench_speed_refuses_to_time_a_failing_attack(tmp_path, monkeypatch):
   monkeypatch.setattr(bench_speed, "_case_attack", failing)
   with pytest.raises(FloatingPointError, match="non-finite"):
     bench_speed.run(c, str(tmp_path))
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_a_rerun_loads_the_compiled_attack_from_the_cache(tmp_path):
+  """`--compilation_cache_dir`: the second run of a script compiles nothing new and gives
+  the same numbers."""
+  cache = tmp_path / "cache"
+  env = {k: v for k, v in os.environ.items() if k != "JAXINVERT_COMPILATION_CACHE"}
+  env["PYTHONPATH"] = ROOT
+
+  def run(name):
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.reconstruct", f"--workdir={tmp_path / name}",
+         f"--compilation_cache_dir={cache}", "--config.iterations=3",
+         "--config.log_every=3", "--config.progress=False"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return _read(tmp_path / name / "results.json")
+
+  first = run("first")
+  entries = sorted(os.listdir(cache))
+  assert any(e.startswith("jit_step-") for e in entries), entries  # the attack's step
+  second = run("second")
+  assert sorted(os.listdir(cache)) == entries  # every program came from the cache
+  assert second["loss_curve"] == first["loss_curve"] and second["psnr"] == first["psnr"]
+
+
+def test_compilation_cache_default_and_opt_out(monkeypatch, tmp_path):
+  monkeypatch.setenv("JAXINVERT_COMPILATION_CACHE", str(tmp_path / "env"))
+  assert common.default_compilation_cache_dir() == str(tmp_path / "env")
+  monkeypatch.delenv("JAXINVERT_COMPILATION_CACHE")
+  assert common.default_compilation_cache_dir() == os.path.expanduser(
+      os.path.join("~", ".cache", "jaxinvert", "xla"))
+  # A cache configured before (here: the test harness's) is left alone, and '' is off.
+  before = jax.config.jax_compilation_cache_dir
+  assert before
+  common.enable_compilation_cache(str(tmp_path / "other"))
+  common.enable_compilation_cache("")
+  assert jax.config.jax_compilation_cache_dir == before
+  assert not (tmp_path / "other").exists()

@@ -44,6 +44,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg
 
 from jaxinvert.counts import class_features, classifier_grads, hypotheses
 from jaxinvert.types import CLASSIFIER, Params, Variables
@@ -140,6 +141,46 @@ def normal_equations(logits: jax.Array, *, onehot: jax.Array, target: Targets
   return hess.transpose(0, 2, 1, 3).reshape(size, size), grad.ravel()
 
 
+def subspace_normal_equations(coeffs: jax.Array, *, onehot: jax.Array, target: Targets,
+                              basis: jax.Array) -> tuple[jax.Array, jax.Array]:
+  r"""`normal_equations` for logits ``z_k = b + B c_k`` with coefficients ``c_k`` ``[r]``.
+
+  The Jacobian is the full one times B per image, so the terms are ``B^T (J^T J)_kl B`` and
+  ``B^T (J^T r)_k``. Projected term by term, without the ``[K, N, K, N]`` matrix (ours):
+  with ``E_k = D_k B`` ``[N, r]`` (D_k symmetric) and ``s_k = B^T a_k``,
+
+    B^T (J^T J)_kl B = (a_k.a_l + 1) E_k^T E_l + (E_k^T g_l) s_k^T + s_l (E_l^T g_k)^T
+                       + (g_k.g_l) B^T B.
+
+  Args:
+    coeffs: ``[K, r]``.
+    onehot: ``[K, N]`` labels of the candidate count vector.
+    target: from `targets`.
+    basis: B ``[N, r]`` (`feature_basis`).
+
+  Returns:
+    ``(J^T J [K r, K r], J^T r [K r])``, image-major (the order of ``coeffs.ravel()``).
+  """
+  num_images, rank = coeffs.shape
+  logits = target.bias + coeffs @ basis.T
+  p = jax.nn.softmax(logits)
+  g = p - onehot
+  a = logits - target.bias
+  moments_res = g.T @ a - target.moments
+  bias_res = g.sum(axis=0) - target.bias_grad
+  soft_jvp = lambda v: p * v - p * jnp.sum(p * v, axis=-1, keepdims=True)
+  grad = (soft_jvp(a @ moments_res.T + bias_res) + g @ moments_res) @ basis
+  e = p[:, :, None] * basis[None] - p[:, :, None] * (p @ basis)[:, None, :]   # [k, n, i]
+  s = a @ basis                                                                # [k, i]
+  f = jnp.einsum("kni,ln->kli", e, g)                                          # E_k^T g_l
+  hess = ((a @ a.T + 1.0)[:, :, None, None] * jnp.einsum("kni,lnj->klij", e, e)
+          + f[..., None] * s[:, None, None, :]
+          + s[None, :, :, None] * jnp.swapaxes(f, 0, 1)[:, :, None, :]
+          + (g @ g.T)[:, :, None, None] * (basis.T @ basis))
+  size = num_images * rank
+  return hess.transpose(0, 2, 1, 3).reshape(size, size), grad.ravel()
+
+
 def feature_basis(update: Params, *, variables: Variables, num_images: int) -> jax.Array:
   """``W V`` ``[N, r]``: the logit directions that the batch's features can take.
 
@@ -171,7 +212,11 @@ def _levenberg_marquardt(fn, terms, x0: jax.Array, iterations: int
   def body(carry, _):
     x, damping, cost = carry
     hess, grad = terms(x)
-    step = jnp.linalg.solve(hess + damping * jnp.diag(jnp.diag(hess) + 1e-9), -grad)
+    # J^T J plus a positive diagonal is symmetric positive definite: Cholesky, not LU,
+    # whose pivots-to-permutation loop cost XLA:CPU one while-loop trip per row.
+    # A factor that fails (NaN) gives a NaN step, which is rejected like any bad step.
+    damped = hess + damping * jnp.diag(jnp.diag(hess) + 1e-9)
+    step = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(damped, lower=True), -grad)
     new_cost = jnp.sum(jnp.square(fn(x + step)))
     better = new_cost < cost  # False for NaN
     return (jnp.where(better, x + step, x),
@@ -225,14 +270,8 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
     if basis is not None:
       from_span = lambda a: target.bias + a.reshape(num_images, basis.shape[1]) @ basis.T
       a0 = jnp.linalg.lstsq(basis, (x0 - target.bias).T)[0].T
-      rank = basis.shape[1]
-
-      def span_terms(a):  # chain rule through z = b + A basis^T
-        hess, grad = terms(from_span(a).ravel())
-        hess = jnp.einsum("knlm,ni,mj->kilj", hess.reshape(*shape, *shape), basis, basis)
-        return (hess.reshape(num_images * rank, num_images * rank),
-                (grad.reshape(shape) @ basis).ravel())
-
+      span_terms = lambda a: subspace_normal_equations(
+          a.reshape(num_images, basis.shape[1]), onehot=onehot, target=target, basis=basis)
       a, _ = _levenberg_marquardt(lambda a: fn(from_span(a).ravel()), span_terms,
                                   a0.ravel(), subspace_iterations)
       x0 = from_span(a)

@@ -70,6 +70,27 @@ def test_normal_equations_match_the_jacobian():
       jnp.abs(want_hess).max())
 
 
+def test_subspace_normal_equations_match_the_jacobian():
+  # The same check for the coefficients of the feature basis (`FitSpace.SUBSPACE`), whose
+  # terms are projected one by one instead of through the [K, N, K, N] matrix.
+  _, variables, _, _, grad, _ = _case([1, 1, 4, 7], scale=4.0)
+  target = label_fit.targets(grad, variables=variables, num_images=4)
+  basis = label_fit.feature_basis(grad, variables=variables, num_images=4)
+  coeffs = 3.0 * jax.random.normal(jax.random.key(5), (4, basis.shape[1]))
+  onehot = jax.nn.one_hot(jnp.asarray([1, 1, 4, 7]), _N)
+  fn = lambda c: label_fit.residual(target.bias + c.reshape(4, -1) @ basis.T, onehot=onehot,
+                                    target=target)
+  jac = jax.jacfwd(fn)(coeffs.ravel())
+  hess, g = label_fit.subspace_normal_equations(coeffs, onehot=onehot, target=target,
+                                                basis=basis)
+  want_hess, want_g = jac.T @ jac, jac.T @ fn(coeffs.ravel())
+  assert hess.shape == want_hess.shape == (coeffs.size, coeffs.size)
+  np.testing.assert_allclose(hess, want_hess, rtol=0, atol=1e-4 * float(jnp.abs(want_hess).max()))
+  np.testing.assert_allclose(g, want_g, rtol=0, atol=1e-4 * float(jnp.abs(want_g).max()))
+  assert float(jnp.abs(want_hess - jnp.diag(jnp.diag(want_hess))).max()) > 1e-2 * float(
+      jnp.abs(want_hess).max())
+
+
 def test_fit_certifies_the_true_counts_and_rejects_one_unit_moves():
   _, variables, _, _, grad, true = _case([1, 1, 4, 7], scale=4.0)
   target = label_fit.targets(grad, variables=variables, num_images=4)

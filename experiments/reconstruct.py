@@ -156,8 +156,10 @@ def run(config, workdir: str) -> dict:
     else:
       update, order = common.shared_update(config, model, variables, images, true_labels,
                                            client_key)
-    hyps, label_info = _hypotheses(config, model, variables, update, true_labels, label_key,
-                                   order)
+    with common.Timer() as label_timer:
+      hyps, label_info = _hypotheses(config, model, variables, update, true_labels,
+                                     label_key, order)
+    label_info["seconds"] = label_timer.seconds  # compilation included
     attack = build_attack(config, model, variables, update, order, config.batch_size)
     result = runner.run(
         attack, key=attack_key, hypotheses=hyps, restarts=config.restarts,

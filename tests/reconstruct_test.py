@@ -98,6 +98,7 @@ def test_fedavg_restored_labels_tried_in_every_mini_batch_placement(tmp_path):
   results = reconstruct.run(config, str(tmp_path))
   placements = results["label_restoration"]["placements"]
   counts = np.asarray(results["label_restoration"]["counts"])
+  assert 0 < results["label_restoration"]["seconds"] < results["seconds"]
   assert len(placements) == len(results["final_losses"]) == 6   # 4 distinct labels, pairs
   for p in placements:
     np.testing.assert_array_equal(np.bincount(p, minlength=counts.size), counts)

@@ -288,7 +288,8 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
 def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables: Variables,
            num_images: int, per_source: int = 8, rounds: int = 2, keep: int = 4,
            starts: int = 3, iterations: int = 100, minimum: jax.Array | None = None,
-           space: FitSpace = FitSpace.SUBSPACE) -> tuple[jax.Array, jax.Array, jax.Array]:
+           space: FitSpace = FitSpace.SUBSPACE
+           ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """The count vector with the lowest fit residual among candidates (module docstring).
 
   Args:
@@ -309,8 +310,10 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
     space: where each fit starts (`FitSpace`; the default is `labels.restore`'s).
 
   Returns:
-    ``(scores [N], counts [N] int32, residual)`` of the best fit; a residual near zero
-    (1e-8 and below in float32) certifies the count vector.
+    ``(scores [N], counts [N] int32, residual, runner_up)``: the best fit, whose residual
+    near zero (1e-8 and below in float32) certifies the count vector, and the lowest
+    residual of any other count vector (inf if there is none), the best fit's margin
+    where no fit is exact (a FedAvg average gradient, `labels.restore_fedavg`).
   """
   target = targets(update, variables=variables, num_images=num_images)
   starts_from = class_logits(update, variables=variables)
@@ -336,4 +339,6 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
     residual = jnp.where(jnp.all(candidates >= jnp.asarray(minimum, jnp.int32), axis=-1),
                          residual, jnp.inf)
   best = jnp.argmin(residual)
-  return fits.scores[best], candidates[best].astype(jnp.int32), residual[best]
+  others = jnp.where(jnp.all(candidates == candidates[best], axis=-1), jnp.inf, residual)
+  return (fits.scores[best], candidates[best].astype(jnp.int32), residual[best],
+          jnp.min(others))

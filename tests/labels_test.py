@@ -299,6 +299,28 @@ def test_fedavg_recovers_multiset_with_duplicates():
     np.testing.assert_array_equal(estimate.counts, _true_counts(y, 10), err_msg=str(point))
 
 
+def test_fedavg_fit_keeps_a_clear_winner_and_otherwise_answers_select():
+  model, variables = _lenet()
+  x, y = _batch([2, 2, 5, 9], seed=4, shape=model.image_shape)
+  new = jax.jit(lambda v, a, b: victim.fedavg_update(
+      model.apply, v, a, b, local_epochs=3, local_batch_size=4, local_lr=0.001))(variables, x, y)
+  kwargs = dict(start=variables, end=new, features_fn=model.features, num_images=4,
+                image_shape=model.image_shape, local_lr=0.001, local_steps=3,
+                feature_domain=labels.FeatureDomain.UNIT)
+  restore = jax.jit(lambda key, margin: labels.restore_fedavg(
+      key, method=labels.Method.FIT, fit_margin=margin, **kwargs))
+  key = jax.random.key(2)
+  fit = restore(key, labels.FEDAVG_FIT_MARGIN)
+  np.testing.assert_array_equal(fit.counts, _true_counts(y, 10))
+  # No margin is met: SELECT's answer, trajectory statistics and all.
+  select = labels.restore_fedavg(key, method=labels.Method.SELECT, **kwargs)
+  never = restore(key, jnp.inf)
+  np.testing.assert_array_equal(never.counts, select.counts)
+  np.testing.assert_allclose(never.scores, select.scores, atol=1e-6)
+  # ... while with the default margin the answer is the fit's (its own bias-form scores).
+  assert float(jnp.abs(fit.scores - select.scores).max()) > 1e-5
+
+
 def test_idlg_single_image_and_gradinversion_unique():
   model, variables = _lenet()
   x, y = _batch([6], seed=5, shape=model.image_shape)

@@ -8,7 +8,9 @@ full-batch SGD (5 local steps) at local_lr 1e-4, 1e-3, 1e-2 or 1e-1 on the small
 cells of `labels_small.py` (B=8 unique / one class 4 times / 4 classes x 2 / one class
 for all; B=10 i.i.d.), 8 trials per cell. Every method reads the average gradient
 -(theta_T - theta_0) / (lr x steps) with dummy statistics along the trajectory
-(Dimitrov et al.'s interpolation; `fit` runs as `select` on a FedAvg update).
+(Dimitrov et al.'s interpolation). `fit`, the default, also fits per-image logits to
+the average gradient at the trajectory's midpoint and keeps a clear winner
+(`labels.restore_fedavg`).
 Expected: exact where the local steps barely move the model (1e-4), failing as the
 client fits its batch within the first steps (1e-2 and above).
 """
@@ -25,7 +27,7 @@ def get_config():
   c.setting = "fedavg"
   c.local_epochs = 5
   c.local_batch_size = 0   # the whole batch: one local step per epoch
-  c.methods = "geng,geng_bias,recentred,idlg,gradinversion,llg_plus,ilrg,cluster,select"
+  c.methods = "geng,geng_bias,recentred,idlg,gradinversion,llg_plus,ilrg,cluster,select,fit"
   c.cells = ";".join(f"local_lr={lr},{cell}" for lr in ("0.0001", "0.001", "0.01", "0.1")
                      for cell in _CELLS)
   return c

@@ -93,6 +93,18 @@ def residual(logits: jax.Array, *, onehot: jax.Array, target: Targets) -> jax.Ar
                           g.sum(axis=0) - target.bias_grad])
 
 
+def _gradient_terms(logits: jax.Array, *, onehot: jax.Array, target: Targets
+                    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """``(p, g, a, J^T r [K, N])`` of `normal_equations`' docstring."""
+  p = jax.nn.softmax(logits)
+  g = p - onehot
+  a = logits - target.bias
+  moments_res = g.T @ a - target.moments
+  bias_res = g.sum(axis=0) - target.bias_grad
+  soft_jvp = lambda v: p * v - p * jnp.sum(p * v, axis=-1, keepdims=True)  # D_k v_k, row-wise
+  return p, g, a, soft_jvp(a @ moments_res.T + bias_res) + g @ moments_res
+
+
 def normal_equations(logits: jax.Array, *, onehot: jax.Array, target: Targets
                      ) -> tuple[jax.Array, jax.Array]:
   r"""Gauss-Newton matrix ``J^T J`` ``[KN, KN]`` and gradient ``J^T r`` ``[KN]`` of `residual`.
@@ -119,13 +131,7 @@ def normal_equations(logits: jax.Array, *, onehot: jax.Array, target: Targets
     ``(J^T J [KN, KN], J^T r [KN])``, image-major (the order of ``logits.ravel()``).
   """
   num_images, num_classes = logits.shape
-  p = jax.nn.softmax(logits)
-  g = p - onehot
-  a = logits - target.bias
-  moments_res = g.T @ a - target.moments
-  bias_res = g.sum(axis=0) - target.bias_grad
-  soft_jvp = lambda v: p * v - p * jnp.sum(p * v, axis=-1, keepdims=True)  # D_k v_k, row-wise
-  grad = soft_jvp(a @ moments_res.T + bias_res) + g @ moments_res
+  p, g, a, grad = _gradient_terms(logits, onehot=onehot, target=target)
   q = p[:, None, :] * p[None, :, :]                        # [k, l, n] = p_kn p_ln
   overlap = p @ p.T                                         # p_k . p_l
   dd = (q[..., None] * jnp.eye(num_classes)                 # diag(q)
@@ -162,14 +168,9 @@ def subspace_normal_equations(coeffs: jax.Array, *, onehot: jax.Array, target: T
     ``(J^T J [K r, K r], J^T r [K r])``, image-major (the order of ``coeffs.ravel()``).
   """
   num_images, rank = coeffs.shape
-  logits = target.bias + coeffs @ basis.T
-  p = jax.nn.softmax(logits)
-  g = p - onehot
-  a = logits - target.bias
-  moments_res = g.T @ a - target.moments
-  bias_res = g.sum(axis=0) - target.bias_grad
-  soft_jvp = lambda v: p * v - p * jnp.sum(p * v, axis=-1, keepdims=True)
-  grad = (soft_jvp(a @ moments_res.T + bias_res) + g @ moments_res) @ basis
+  p, g, a, grad = _gradient_terms(target.bias + coeffs @ basis.T, onehot=onehot,
+                                  target=target)
+  grad = grad @ basis
   e = p[:, :, None] * basis[None] - p[:, :, None] * (p @ basis)[:, None, :]   # [k, n, i]
   s = a @ basis                                                                # [k, i]
   f = jnp.einsum("kni,ln->kli", e, g)                                          # E_k^T g_l

@@ -321,6 +321,30 @@ def test_fedavg_fit_keeps_a_clear_winner_and_otherwise_answers_select():
   assert float(jnp.abs(fit.scores - select.scores).max()) > 1e-5
 
 
+def test_fedavg_fit_reuses_the_trajectory_select_and_rejects_fedsgd_options(monkeypatch):
+  model, variables = _lenet()
+  x, y = _batch([2, 2, 5, 9], seed=4, shape=model.image_shape)
+  new = victim.fedavg_update(model.apply, variables, x, y, local_epochs=3, local_batch_size=4,
+                             local_lr=0.001)
+  kwargs = dict(method=labels.Method.FIT, start=variables, end=new,
+                features_fn=model.features, num_images=4, image_shape=model.image_shape,
+                local_lr=0.001, local_steps=3, feature_domain=labels.FeatureDomain.UNIT)
+  calls = []
+  original = labels._select
+  monkeypatch.setattr(labels, "_select", lambda *a, **k: calls.append(1) or original(*a, **k))
+  on = labels.restore_fedavg(jax.random.key(2), trajectory_points=5, **kwargs)
+  assert len(calls) == 5  # the midpoint's SELECT is one of the five, not a sixth
+  calls.clear()
+  off = labels.restore_fedavg(jax.random.key(2), trajectory_points=5, fit_point=0.4, **kwargs)
+  assert len(calls) == 6
+  np.testing.assert_array_equal(on.counts, _true_counts(y, 10))
+  np.testing.assert_array_equal(off.counts, _true_counts(y, 10))
+  with pytest.raises(ValueError, match="fit_tolerance"):
+    labels.restore_fedavg(jax.random.key(2), fit_tolerance=1e-6, **kwargs)
+  with pytest.raises(ValueError, match="fit_point"):
+    labels.restore_fedavg(jax.random.key(2), fit_point=1.5, **kwargs)
+
+
 def test_idlg_single_image_and_gradinversion_unique():
   model, variables = _lenet()
   x, y = _batch([6], seed=5, shape=model.image_shape)

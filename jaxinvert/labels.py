@@ -143,9 +143,7 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
   """
   check_update(update, variables, num_images)
   method = Method(method)
-  select_from = SELECT_FROM if select_from is None else tuple(Method(m) for m in select_from)
-  if not select_from or any(m in (Method.SELECT, Method.FIT) for m in select_from):
-    raise ValueError(f"select_from must name closed-form estimators, got {select_from}")
+  select_from = _closed_forms(SELECT_FROM if select_from is None else select_from)
   common = dict(update=update, features_fn=features_fn, variables=variables,
                 num_images=num_images, image_shape=image_shape, num_dummies=num_dummies,
                 dummy_dist=dummy_dist)
@@ -179,6 +177,14 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
     return LabelEstimate(jnp.where(certified, scores, chosen.scores),
                          jnp.where(certified, counts, chosen.counts))
   raise ValueError(f"unknown label method {method!r}")
+
+
+def _closed_forms(select_from: Sequence[Method | str]) -> tuple[Method, ...]:
+  """``select_from`` as Methods; ValueError unless it names closed-form estimators only."""
+  methods = tuple(Method(m) for m in select_from)
+  if not methods or any(m in (Method.SELECT, Method.FIT) for m in methods):
+    raise ValueError(f"select_from must name closed-form estimators, got {methods}")
+  return methods
 
 
 class _FitInputs(NamedTuple):
@@ -418,11 +424,12 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
                 variables=interpolate(start, end, t), num_images=num_images,
                 image_shape=image_shape, **kwargs).scores for t in ts]), axis=0)
     return LabelEstimate(scores, round_counts(scores, num_images))
+  check_update(gradient, start, num_images)
   domain = kwargs.get("feature_domain", FeatureDomain.NONNEGATIVE)
   select_kwargs = dict(update=gradient, features_fn=features_fn, num_images=num_images,
                        image_shape=image_shape, num_dummies=kwargs.get("num_dummies"),
                        dummy_dist=kwargs.get("dummy_dist", DummyDist.UNIFORM),
-                       feature_domain=domain, select_from=kwargs["select_from"])
+                       feature_domain=domain, select_from=_closed_forms(kwargs["select_from"]))
   # One SELECT per point; FIT reuses the one at fit_point when it is on the trajectory.
   selected = {t: _select(key, variables=interpolate(start, end, t), **select_kwargs)
               for t in ts}

@@ -343,6 +343,14 @@ def test_fedavg_fit_reuses_the_trajectory_select_and_rejects_fedsgd_options(monk
     labels.restore_fedavg(jax.random.key(2), fit_tolerance=1e-6, **kwargs)
   with pytest.raises(ValueError, match="fit_point"):
     labels.restore_fedavg(jax.random.key(2), fit_point=1.5, **kwargs)
+  with pytest.raises(ValueError, match="select_from"):
+    labels.restore_fedavg(jax.random.key(2), select_from=[labels.Method.FIT], **kwargs)
+  with pytest.raises(ValueError, match="num_images"):
+    labels.restore_fedavg(jax.random.key(2), **{**kwargs, "num_images": 0})
+  # Methods may be named by their values, as in `restore`.
+  named = labels.restore_fedavg(jax.random.key(2), trajectory_points=5,
+                                select_from=["geng_bias", "ilrg", "cluster"], **kwargs)
+  np.testing.assert_array_equal(named.counts, on.counts)
 
 
 def test_idlg_single_image_and_gradinversion_unique():

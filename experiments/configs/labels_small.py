@@ -4,7 +4,8 @@ Command (the table in docs/labels.md):
   python -m experiments.restore_labels --config=experiments/configs/labels_small.py \
       --config.model=convnet --config.train_steps=100 --workdir=workdirs/labels_small
   (also untrained: --config.train_steps=0; --config.model=lenet --config.width=0;
-   --config.model=resnet18; --config.train_steps=1000)
+   --config.model=resnet18 with --config.train_steps=0, 100 or 1000;
+   --config.train_steps=1000)
 Cells, 20 classes of photos: B=8 with unique labels, one class 4 times, 4 classes x 2,
 one class for all; B=10 i.i.d. uniform. 8 trials per cell.
 """

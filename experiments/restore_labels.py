@@ -55,24 +55,35 @@ def validate(config) -> list[dict]:
 
 
 def victim_for(config, cache: dict):
-  """The victim at ``config.train_steps`` (trained once per model config, then cached)."""
+  """The victim at ``config.train_steps`` (trained once per model config, then cached).
+
+  Returns:
+    ``(model, variables, training)``: ``training`` is ``{"train_steps": S}`` plus, for a
+    trained victim, `train_victim.train`'s training loss and accuracy at step S, so that
+    a table can say how far the victim had learned.
+  """
   fields = ("model", "width", "activation", "batchnorm", "hidden", "dataset", "image_size",
             "num_classes", "seed", "train_batch_size", "train_lr", "momentum", "train_pool")
   key = tuple(config[f] for f in fields) + (config.train_steps,)
   if key not in cache:
     if config.train_steps == 0:
-      cache[key] = common.build_victim(config, jax.random.split(jax.random.key(config.seed))[0])
+      model, variables = common.build_victim(config,
+                                             jax.random.split(jax.random.key(config.seed))[0])
+      cache[key] = (model, variables, {"train_steps": 0})
     else:
       train_config = copy.deepcopy(config)
       train_config.eval_pool = 0
-      model, saved, _ = train_victim.train(train_config, save_at=[config.train_steps],
-                                           progress=config.progress)
-      cache[key] = (model, saved[config.train_steps])
+      model, saved, history = train_victim.train(train_config, save_at=[config.train_steps],
+                                                 progress=config.progress)
+      at_step = {k: v for entry in history["saved"] if entry["step"] == config.train_steps
+                 for k, v in entry.items() if k != "step"}
+      cache[key] = (model, saved[config.train_steps],
+                    {"train_steps": config.train_steps, **at_step})
   return cache[key]
 
 
 def run_cell(config, cache: dict) -> dict:
-  model, variables = victim_for(config, cache)
+  model, variables, training = victim_for(config, cache)
   key = jax.random.fold_in(jax.random.key(config.seed), 1)
   batch_keys = jax.random.split(key, config.trials)
   batches = [common.client_batch(config, k) for k in batch_keys]
@@ -125,7 +136,7 @@ def run_cell(config, cache: dict) -> dict:
         "exact_match_rate": float(np.mean([p["exact"] for p in per_trial])),
         "label_accuracy": float(np.mean([p["label_accuracy"] for p in per_trial])),
         "seconds": seconds, "per_trial": per_trial}
-  cell = {"true_counts": true_counts.tolist(), "methods": out}
+  cell = {"true_counts": true_counts.tolist(), "methods": out, "victim": training}
   if config.setting == "fedavg":
     cell["fitted_fraction"] = fitted_fraction(model, variables, updates, images, true_counts)
     gradients = jax.vmap(lambda end: labels.fedavg_gradient(
@@ -207,6 +218,7 @@ def run(config, workdir: str) -> dict:
     if "fitted_fraction" in results[0]:
       summary["fitted_fraction"] = results[0]["fitted_fraction"]
     summary["sign_rule"] = results[0]["sign_rule"]
+    summary["victim"] = results[0]["victim"]
     shown = [m for m in methods if "skipped" not in summary["methods"][m]]
     files.append(os.path.join(workdir, "labels.png"))
     viz.bars(files[-1], {"exact count vector": [summary["methods"][m]["exact_match_rate"]

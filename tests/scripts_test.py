@@ -41,9 +41,23 @@ def test_restore_labels_writes_every_method(tmp_path):
     assert len(out["methods"][m]["per_trial"]) == 2
     assert all(sum(t["counts"]) == 3 for t in out["methods"][m]["per_trial"])
   assert (tmp_path / "labels.png").exists()
+  assert out["victim"] == {"train_steps": 0}
   rule = out["sign_rule"]  # LeNet's sigmoid features: the weight rows count too
   assert rule["subset_rate"] == 1.0 and rule["classes"] == [2, 2]
   assert all(1 <= f <= 2 for f in rule["flagged"])
+
+
+def test_restore_labels_records_how_far_the_victim_trained(tmp_path):
+  c = labels_config.get_config()
+  c.model, c.width, c.batch_size, c.label_dist, c.trials = "lenet", 0, 2, "unique", 1
+  c.methods, c.progress, c.image_size, c.train_steps = "geng_bias", False, 16, 2
+  c.cells = "batch_size=2,label_dist=unique;batch_size=3,label_dist=unique"
+  restore_labels.run(c, str(tmp_path))
+  cells = _read(tmp_path / "results.json")["cells"]
+  victim = cells[0]["victim"]
+  assert victim == cells[1]["victim"]  # one victim, trained once
+  assert victim["train_steps"] == 2 and np.isfinite(victim["train_loss"])
+  assert 0.0 <= victim["train_accuracy"] <= 1.0
 
 
 def test_sign_rule_summary_counts_misreads():

@@ -75,10 +75,10 @@ def victim_for(config, cache: dict):
       train_config.eval_pool = 0
       model, saved, history = train_victim.train(train_config, save_at=[config.train_steps],
                                                  progress=config.progress)
-      at_step = {k: v for entry in history["saved"] if entry["step"] == config.train_steps
-                 for k, v in entry.items() if k != "step"}
+      at_step = next(e for e in history["saved"] if e["step"] == config.train_steps)
       cache[key] = (model, saved[config.train_steps],
-                    {"train_steps": config.train_steps, **at_step})
+                    {"train_steps": config.train_steps, "train_loss": at_step["train_loss"],
+                     "train_accuracy": at_step["train_accuracy"]})
   return cache[key]
 
 

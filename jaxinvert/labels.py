@@ -104,11 +104,15 @@ class Method(enum.Enum):
 DEFAULT_METHOD = Method.FIT
 
 
+#: `Method.FIT`'s default bound on K N, the unknowns of its dense per-image logit fit.
+FIT_MAX_UNKNOWNS = 1024
+
+
 def restore(key: jax.Array, *, method: Method, update: Params, features_fn: FeaturesFn,
             variables: Variables, num_images: int, image_shape,
             num_dummies: int | None = None, dummy_dist: DummyDist = DummyDist.UNIFORM,
             feature_domain: FeatureDomain = FeatureDomain.NONNEGATIVE,
-            fit_max_unknowns: int = 1024, fit_tolerance: float = 1e-6,
+            fit_max_unknowns: int = FIT_MAX_UNKNOWNS, fit_tolerance: float = 1e-6,
             fit_space: label_fit.FitSpace = label_fit.FitSpace.SUBSPACE,
             select_from: Sequence[Method] | None = None) -> LabelEstimate:
   """Label counts from a FedSGD gradient (or a FedAvg average gradient) by ``method``.
@@ -167,9 +171,8 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
   if method in (Method.SELECT, Method.FIT):
     chosen, fit_inputs = _select(key, select_from=select_from, feature_domain=feature_domain,
                                  **common)
-    num_classes = chosen.scores.shape[0]
-    if (method == Method.SELECT or 2 * num_images > num_classes
-        or num_images * num_classes > fit_max_unknowns):
+    if method == Method.SELECT or not _fit_applies(num_images, chosen.scores.shape[0],
+                                                   fit_max_unknowns):
       return chosen
     scores, counts, residual, _ = _fit(fit_inputs, update=update, variables=variables,
                                        num_images=num_images, fit_space=fit_space)
@@ -177,6 +180,12 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
     return LabelEstimate(jnp.where(certified, scores, chosen.scores),
                          jnp.where(certified, counts, chosen.counts))
   raise ValueError(f"unknown label method {method!r}")
+
+
+def _fit_applies(num_images: int, num_classes: int, max_unknowns: int) -> bool:
+  """Whether FIT searches: 2 K <= N (else wrong count vectors fit a trained victim as
+  closely as the true one, docs/labels.md) and K N <= ``max_unknowns``."""
+  return 2 * num_images <= num_classes and num_images * num_classes <= max_unknowns
 
 
 def _closed_forms(select_from: Sequence[Method | str]) -> tuple[Method, ...]:
@@ -435,9 +444,8 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
               for t in ts}
   scores = jnp.mean(jnp.stack([estimate.scores for estimate, _ in selected.values()]), axis=0)
   chosen = with_present(scores, certain_classes(gradient, num_images, domain), num_images)
-  num_classes = scores.shape[0]
-  if (method == Method.SELECT or 2 * num_images > num_classes
-      or num_images * num_classes > fit_kwargs.get("fit_max_unknowns", 1024)):
+  if method == Method.SELECT or not _fit_applies(
+      num_images, scores.shape[0], fit_kwargs.get("fit_max_unknowns", FIT_MAX_UNKNOWNS)):
     return chosen
   middle = interpolate(start, end, fit_point)
   fit_inputs = (selected[fit_point][1] if fit_point in selected

@@ -436,9 +436,12 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
   check_update(gradient, start, num_images)
   domain = kwargs.get("feature_domain", FeatureDomain.NONNEGATIVE)
   select_kwargs = dict(update=gradient, features_fn=features_fn, num_images=num_images,
-                       image_shape=image_shape, num_dummies=kwargs.get("num_dummies"),
-                       dummy_dist=kwargs.get("dummy_dist", DummyDist.UNIFORM),
-                       feature_domain=domain, select_from=_closed_forms(kwargs["select_from"]))
+                       image_shape=image_shape, num_dummies=kwargs.pop("num_dummies", None),
+                       dummy_dist=kwargs.pop("dummy_dist", DummyDist.UNIFORM),
+                       feature_domain=kwargs.pop("feature_domain", domain),
+                       select_from=_closed_forms(kwargs.pop("select_from")))
+  if kwargs:  # as `restore` would: a misspelt option must not pass silently
+    raise TypeError(f"restore_fedavg got unexpected keyword arguments {sorted(kwargs)}")
   # One SELECT per point; FIT reuses the one at fit_point when it is on the trajectory.
   selected = {t: _select(key, variables=interpolate(start, end, t), **select_kwargs)
               for t in ts}

@@ -343,6 +343,8 @@ def test_fedavg_fit_reuses_the_trajectory_select_and_rejects_fedsgd_options(monk
     labels.restore_fedavg(jax.random.key(2), fit_tolerance=1e-6, **kwargs)
   with pytest.raises(ValueError, match="fit_point"):
     labels.restore_fedavg(jax.random.key(2), fit_point=1.5, **kwargs)
+  with pytest.raises(TypeError, match="num_dummys"):
+    labels.restore_fedavg(jax.random.key(2), num_dummys=8, **kwargs)
   with pytest.raises(ValueError, match="select_from"):
     labels.restore_fedavg(jax.random.key(2), select_from=[labels.Method.FIT], **kwargs)
   with pytest.raises(ValueError, match="num_images"):

@@ -25,6 +25,8 @@ the fitted softmax (``c = sum_k softmax(z_k) - K db``, exact for the true logits
 hypotheses, fitted again, for some rounds. The answer is the lowest residual. The fit
 is dense (an ``[KN, KN]`` solve per iteration), meant for K N up to a few thousand; for
 K >= N the equations no longer pin the logits and `jaxinvert.labels` does not call it.
+On wide heads (N = 1000) `jaxinvert.labels` runs the subspace stage below alone: K^2
+unknowns, and no step that forms an ``[N, N]`` matrix (`subspace_residual`).
 
 Logit space (`FitSpace`, ours): for K < N, ``K dW = G^T O`` has rank K (G ``[K, N]`` has rank
 K when K <= N - 1) and its row space is the span of the K feature vectors, so every
@@ -48,6 +50,10 @@ import jax.scipy.linalg
 
 from jaxinvert.counts import class_features, classifier_grads, hypotheses
 from jaxinvert.types import CLASSIFIER, Params, Variables
+
+
+#: Levenberg-Marquardt iterations of each fit over all K N logits (`fit_counts`, `search`).
+POLISH_ITERATIONS = 100
 
 
 class FitSpace(enum.Enum):
@@ -147,36 +153,96 @@ def normal_equations(logits: jax.Array, *, onehot: jax.Array, target: Targets
   return hess.transpose(0, 2, 1, 3).reshape(size, size), grad.ravel()
 
 
+class Span(NamedTuple):
+  """What `FitSpace.SUBSPACE` needs of the feature basis, computed once per update.
+
+  Attributes: ``basis`` B ``[N, r]`` (`feature_basis`); ``frame`` Q ``[N, r]``, orthonormal
+  columns whose range holds B's; ``pinv`` B's pseudo-inverse ``[r, N]``; ``moments`` T Q
+  ``[N, r]``; ``outside`` ``|T (I - Q Q^T)|^2``, the part of the residual no logits in the
+  span can fit (`subspace_residual`).
+  """
+
+  basis: jax.Array
+  frame: jax.Array
+  pinv: jax.Array
+  moments: jax.Array
+  outside: jax.Array
+
+
+def span(basis: jax.Array, *, target: Targets) -> Span:
+  """The `Span` of ``basis`` ``[N, r]`` for the update of ``target``."""
+  frame, _ = jnp.linalg.qr(basis)
+  moments = target.moments @ frame
+  return Span(basis, frame, jnp.linalg.pinv(basis), moments,
+              jnp.sum(jnp.square(target.moments - moments @ frame.T)))
+
+
+def subspace_residual(coeffs: jax.Array, *, onehot: jax.Array, target: Targets, span: Span
+                      ) -> jax.Array:
+  r"""`residual` at logits ``b + B c_k`` with its moment part seen through the frame Q.
+
+  Ours. Every ``a_k = z_k - b = B c_k`` lies in range(Q), so the moment residual
+  ``R = sum_k g_k a_k^T - T`` splits into ``R Q Q^T = (sum_k g_k s_k^T - T Q) Q^T`` with
+  ``s_k = Q^T a_k``, and ``R (I - Q Q^T) = -T (I - Q Q^T)``, which no coefficients change.
+  Hence ``|residual|^2 = |subspace_residual|^2 + span.outside``: ``[N, r]`` instead of
+  ``[N, N]`` per evaluation (K N r work instead of K N^2; at N = 1000 what makes the fit
+  affordable). For a FedSGD gradient ``outside`` is float rounding (T's rows lie in the
+  span); for a FedAvg average gradient it is not.
+
+  Args:
+    coeffs: ``[K, r]``.
+    onehot: ``[K, N]`` labels of the candidate count vector.
+    target: from `targets`.
+    span: from `span`.
+
+  Returns:
+    ``[N r + N]``: the moment part ``sum_k g_k s_k^T - T Q`` flattened, then the bias part.
+  """
+  a = coeffs @ span.basis.T
+  g = jax.nn.softmax(target.bias + a) - onehot
+  return jnp.concatenate([(g.T @ (a @ span.frame) - span.moments).ravel(),
+                          g.sum(axis=0) - target.bias_grad])
+
+
 def subspace_normal_equations(coeffs: jax.Array, *, onehot: jax.Array, target: Targets,
-                              basis: jax.Array) -> tuple[jax.Array, jax.Array]:
+                              span: Span) -> tuple[jax.Array, jax.Array]:
   r"""`normal_equations` for logits ``z_k = b + B c_k`` with coefficients ``c_k`` ``[r]``.
 
   The Jacobian is the full one times B per image, so the terms are ``B^T (J^T J)_kl B`` and
-  ``B^T (J^T r)_k``. Projected term by term, without the ``[K, N, K, N]`` matrix (ours):
-  with ``E_k = D_k B`` ``[N, r]`` (D_k symmetric) and ``s_k = B^T a_k``,
+  ``B^T (J^T r)_k``. Projected term by term, without the ``[K, N, K, N]`` matrix or the
+  ``[N, N]`` residual (ours): with ``E_k = D_k B`` ``[N, r]`` (D_k symmetric), ``h_k = B^T
+  a_k``, ``s_k = Q^T a_k``, ``M = B^T Q`` and the frame's residual ``R' = R Q`` of
+  `subspace_residual` (``R B = R' M^T`` and ``R a_k = R' s_k``, as ``(I - Q Q^T) B = 0``),
 
-    B^T (J^T J)_kl B = (a_k.a_l + 1) E_k^T E_l + (E_k^T g_l) s_k^T + s_l (E_l^T g_k)^T
+    B^T (J^T r)_k = E_k^T (R' s_k + r_b) + M R'^T g_k
+    B^T (J^T J)_kl B = (a_k.a_l + 1) E_k^T E_l + (E_k^T g_l) h_k^T + h_l (E_l^T g_k)^T
                        + (g_k.g_l) B^T B.
 
   Args:
     coeffs: ``[K, r]``.
     onehot: ``[K, N]`` labels of the candidate count vector.
     target: from `targets`.
-    basis: B ``[N, r]`` (`feature_basis`).
+    span: from `span` of the basis B.
 
   Returns:
     ``(J^T J [K r, K r], J^T r [K r])``, image-major (the order of ``coeffs.ravel()``).
   """
   num_images, rank = coeffs.shape
-  p, g, a, grad = _gradient_terms(target.bias + coeffs @ basis.T, onehot=onehot,
-                                  target=target)
-  grad = grad @ basis
+  basis = span.basis
+  a = coeffs @ basis.T
+  p = jax.nn.softmax(target.bias + a)
+  g = p - onehot
+  s = a @ span.frame
+  res = g.T @ s - span.moments                                                  # R' [N, r]
+  bias_res = g.sum(axis=0) - target.bias_grad
   e = p[:, :, None] * basis[None] - p[:, :, None] * (p @ basis)[:, None, :]   # [k, n, i]
-  s = a @ basis                                                                # [k, i]
+  grad = (jnp.einsum("kni,kn->ki", e, s @ res.T + bias_res)
+          + (g @ res) @ (basis.T @ span.frame).T)
+  h = a @ basis                                                                # [k, i]
   f = jnp.einsum("kni,ln->kli", e, g)                                          # E_k^T g_l
   hess = ((a @ a.T + 1.0)[:, :, None, None] * jnp.einsum("kni,lnj->klij", e, e)
-          + f[..., None] * s[:, None, None, :]
-          + s[None, :, :, None] * jnp.swapaxes(f, 0, 1)[:, :, None, :]
+          + f[..., None] * h[:, None, None, :]
+          + h[None, :, :, None] * jnp.swapaxes(f, 0, 1)[:, :, None, :]
           + (g @ g.T)[:, :, None, None] * (basis.T @ basis))
   size = num_images * rank
   return hess.transpose(0, 2, 1, 3).reshape(size, size), grad.ravel()
@@ -231,7 +297,7 @@ def _levenberg_marquardt(fn, terms, x0: jax.Array, iterations: int
 
 
 def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_from: jax.Array,
-               num_images: int, starts: int = 3, iterations: int = 100,
+               num_images: int, starts: int = 3, iterations: int = POLISH_ITERATIONS,
                basis: jax.Array | None = None, subspace_iterations: int = 100) -> Fit:
   """Fits K logit vectors to ``target`` with the labels of ``counts``; the best of ``starts``.
 
@@ -247,8 +313,10 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
     iterations: Levenberg-Marquardt iterations per start over all K N logits.
     basis: `feature_basis` ``[N, r]`` for `FitSpace.SUBSPACE`: each start is first
       projected onto ``b + A basis^T`` (least squares) and fitted there over A ``[K, r]``
-      for ``subspace_iterations``, then over all logits for ``iterations``. None: the
-      logits only (`FitSpace.LOGITS`).
+      for ``subspace_iterations``, then over all logits for ``iterations``; with
+      ``iterations=0`` the subspace fit is the answer, and no step costs more than
+      ``[N, r]`` per image (`subspace_residual`; how `labels.restore` fits wide heads).
+      None: the logits only (`FitSpace.LOGITS`).
     subspace_iterations: see ``basis``.
 
   Returns:
@@ -260,6 +328,7 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
                      total_repeat_length=num_images)
   onehot = jax.nn.one_hot(label, num_classes)
   shape = (num_images, num_classes)
+  fit_span = None if basis is None else span(basis, target=target)  # once, under vmap too
   fn = lambda x: residual(x.reshape(shape), onehot=onehot, target=target)
   terms = lambda x: normal_equations(x.reshape(shape), onehot=onehot, target=target)
 
@@ -268,14 +337,17 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
     x0 = jnp.select([kind == 0, kind == 1],
                     [starts_from[label] + 0.1 * noise, starts_from[label] + noise],
                     target.bias + 4.0 * onehot + noise)
-    if basis is not None:
-      from_span = lambda a: target.bias + a.reshape(num_images, basis.shape[1]) @ basis.T
-      a0 = jnp.linalg.lstsq(basis, (x0 - target.bias).T)[0].T
-      span_terms = lambda a: subspace_normal_equations(
-          a.reshape(num_images, basis.shape[1]), onehot=onehot, target=target, basis=basis)
-      a, _ = _levenberg_marquardt(lambda a: fn(from_span(a).ravel()), span_terms,
-                                  a0.ravel(), subspace_iterations)
-      x0 = from_span(a)
+    if fit_span is not None:
+      span_shape = (num_images, basis.shape[1])
+      a0 = (x0 - target.bias) @ fit_span.pinv.T
+      span_fn = lambda a: subspace_residual(a.reshape(span_shape), onehot=onehot,
+                                            target=target, span=fit_span)
+      span_terms = lambda a: subspace_normal_equations(a.reshape(span_shape), onehot=onehot,
+                                                       target=target, span=fit_span)
+      a, cost = _levenberg_marquardt(span_fn, span_terms, a0.ravel(), subspace_iterations)
+      x0 = target.bias + a.reshape(span_shape) @ basis.T
+      if iterations == 0:  # |residual|^2 without forming the [N, N] residual
+        return x0, cost + fit_span.outside
     x, cost = _levenberg_marquardt(fn, terms, x0.ravel(), iterations)
     return x.reshape(shape), cost
 
@@ -288,7 +360,8 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
 
 def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables: Variables,
            num_images: int, per_source: int = 8, rounds: int = 2, keep: int = 4,
-           starts: int = 3, iterations: int = 100, minimum: jax.Array | None = None,
+           starts: int = 3, iterations: int = POLISH_ITERATIONS,
+           minimum: jax.Array | None = None,
            space: FitSpace = FitSpace.SUBSPACE
            ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """The count vector with the lowest fit residual among candidates (module docstring).

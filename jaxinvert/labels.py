@@ -104,7 +104,8 @@ class Method(enum.Enum):
 DEFAULT_METHOD = Method.FIT
 
 
-#: `Method.FIT`'s default bound on K N, the unknowns of its dense per-image logit fit.
+#: `Method.FIT`'s default bound on the unknowns of its dense per-image logit fit: K N for
+#: the polish over all logits, K^2 for the subspace stage, which alone fits wide heads.
 FIT_MAX_UNKNOWNS = 1024
 
 
@@ -129,10 +130,12 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
     dummy_dist: their distribution.
     feature_domain: range of the classifier's input features (`Method.CLUSTER`, and the
       sign rule of SELECT / FIT: `certain_classes`).
-    fit_max_unknowns: `Method.FIT` fits per-image logits only where 2 K <= N and K N is
-      at most this (a dense ``[KN, KN]`` solve per iteration); elsewhere it returns
-      SELECT. (At K = 16, N = 20 wrong count vectors fitted a trained victim's update
-      as closely as the true one: docs/labels.md.)
+    fit_max_unknowns: `Method.FIT` fits per-image logits only where 2 K <= N (at K = 16,
+      N = 20 wrong count vectors fitted a trained victim's update as closely as the true
+      one: docs/labels.md), with a dense solve per iteration of at most this many
+      unknowns: the subspace stage (K^2) and a polish over all K N logits where K N is
+      at most this; the subspace fit alone where only K^2 is (wide heads, e.g. N = 1000,
+      `FitSpace.SUBSPACE` only); elsewhere it returns SELECT.
     fit_tolerance: `Method.FIT` keeps SELECT's answer when no candidate fits the update
       to this relative squared residual.
     fit_space: where `Method.FIT` fits each candidate's logits (`label_fit.FitSpace`).
@@ -171,21 +174,30 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
   if method in (Method.SELECT, Method.FIT):
     chosen, fit_inputs = _select(key, select_from=select_from, feature_domain=feature_domain,
                                  **common)
-    if method == Method.SELECT or not _fit_applies(num_images, chosen.scores.shape[0],
-                                                   fit_max_unknowns):
+    iterations = _fit_iterations(num_images, chosen.scores.shape[0], fit_max_unknowns,
+                                 fit_space)
+    if method == Method.SELECT or iterations is None:
       return chosen
     scores, counts, residual, _ = _fit(fit_inputs, update=update, variables=variables,
-                                       num_images=num_images, fit_space=fit_space)
+                                       num_images=num_images, fit_space=fit_space,
+                                       iterations=iterations)
     certified = (residual <= fit_tolerance) & ~fit_inputs.decided
     return LabelEstimate(jnp.where(certified, scores, chosen.scores),
                          jnp.where(certified, counts, chosen.counts))
   raise ValueError(f"unknown label method {method!r}")
 
 
-def _fit_applies(num_images: int, num_classes: int, max_unknowns: int) -> bool:
-  """Whether FIT searches: 2 K <= N (else wrong count vectors fit a trained victim as
-  closely as the true one, docs/labels.md) and K N <= ``max_unknowns``."""
-  return 2 * num_images <= num_classes and num_images * num_classes <= max_unknowns
+def _fit_iterations(num_images: int, num_classes: int, max_unknowns: int,
+                    space: label_fit.FitSpace) -> int | None:
+  """FIT's polish iterations over all K N logits, 0 for the subspace fit alone, or None
+  where FIT hands over to SELECT (`restore`'s ``fit_max_unknowns``)."""
+  if 2 * num_images > num_classes:
+    return None
+  if num_images * num_classes <= max_unknowns:
+    return label_fit.POLISH_ITERATIONS
+  if label_fit.FitSpace(space) == label_fit.FitSpace.SUBSPACE and num_images ** 2 <= max_unknowns:
+    return 0
+  return None
 
 
 def _closed_forms(select_from: Sequence[Method | str]) -> tuple[Method, ...]:
@@ -234,14 +246,16 @@ def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variable
 
 
 def _fit(inputs: _FitInputs, *, update: Params, variables: Variables, num_images: int,
-         fit_space: label_fit.FitSpace) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+         fit_space: label_fit.FitSpace, iterations: int
+         ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """`label_fit.search` from SELECT's sources; skipped where the sign rule has decided."""
   num_classes = inputs.sources.shape[-1]
 
   def search(_):
     return label_fit.search(inputs.key, base_scores=inputs.sources, update=update,
                             variables=variables, num_images=num_images,
-                            minimum=inputs.present, space=label_fit.FitSpace(fit_space))
+                            minimum=inputs.present, space=label_fit.FitSpace(fit_space),
+                            iterations=iterations)
 
   # The sign rule has decided (K classes flagged, or one): skip the search. Under vmap
   # with a batched predicate `lax.cond` runs both branches and selects, same values.
@@ -397,8 +411,8 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
   so its residual certifies nothing here. Instead FIT fits the candidates at the weights
   ``fit_point`` of the way from theta_0 to theta_T and keeps the best one only when every
   other count vector fits at least ``fit_margin`` times worse; otherwise it answers
-  SELECT (trajectory statistics). Where FIT needs 2K <= N and K N <= ``fit_max_unknowns``
-  (`restore`), it is SELECT elsewhere. Measured on labels_fedavg.py's seed-0 batches
+  SELECT (trajectory statistics). FIT applies where `restore`'s does (2K <= N and
+  ``fit_max_unknowns``) and is SELECT elsewhere. Measured on labels_fedavg.py's seed-0 batches
   with duplicated or i.i.d. labels (docs/labels.md): where the sign rule left the counts
   open, the runner-up fitted 12x to 600x worse than the best in 21 batches, and the best
   was exact in all 21; in the other 23 the runner-up sat within 1.5x and the best was
@@ -447,15 +461,17 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
               for t in ts}
   scores = jnp.mean(jnp.stack([estimate.scores for estimate, _ in selected.values()]), axis=0)
   chosen = with_present(scores, certain_classes(gradient, num_images, domain), num_images)
-  if method == Method.SELECT or not _fit_applies(
-      num_images, scores.shape[0], fit_kwargs.get("fit_max_unknowns", FIT_MAX_UNKNOWNS)):
+  fit_space = fit_kwargs.get("fit_space", label_fit.FitSpace.SUBSPACE)
+  iterations = _fit_iterations(num_images, scores.shape[0],
+                               fit_kwargs.get("fit_max_unknowns", FIT_MAX_UNKNOWNS), fit_space)
+  if method == Method.SELECT or iterations is None:
     return chosen
   middle = interpolate(start, end, fit_point)
   fit_inputs = (selected[fit_point][1] if fit_point in selected
                 else _select(key, variables=middle, **select_kwargs)[1])
   fitted, counts, residual, runner_up = _fit(
       fit_inputs, update=gradient, variables=middle, num_images=num_images,
-      fit_space=fit_kwargs.get("fit_space", label_fit.FitSpace.SUBSPACE))
+      fit_space=fit_space, iterations=iterations)
   trusted = (runner_up >= fit_margin * residual) & ~fit_inputs.decided
   return LabelEstimate(jnp.where(trusted, fitted, chosen.scores),
                        jnp.where(trusted, counts, chosen.counts))

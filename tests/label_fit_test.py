@@ -86,10 +86,34 @@ def test_subspace_normal_equations_match_the_jacobian():
   fn = lambda c: label_fit.residual(target.bias + c.reshape(4, -1) @ basis.T, onehot=onehot,
                                     target=target)
   jac = jax.jacfwd(fn)(coeffs.ravel())
+  span = label_fit.span(basis, target=target)
   hess, g = label_fit.subspace_normal_equations(coeffs, onehot=onehot, target=target,
-                                                basis=basis)
+                                                span=span)
   assert hess.shape == (coeffs.size, coeffs.size)
   _assert_gauss_newton_terms(hess, g, jac=jac, residual=fn(coeffs.ravel()))
+
+
+@pytest.mark.parametrize("moments", ["gradient", "random"])
+def test_subspace_residual_is_the_residual_seen_through_the_frame(moments):
+  # |residual|^2 = |subspace_residual|^2 + span.outside at any coefficients, whether T lies
+  # in the span (a FedSGD gradient: outside ~ 0) or not (a random T, as a FedAvg average
+  # gradient's part outside it): the identity the wide-head fit's cost rests on.
+  _, variables, _, _, grad, _ = _case([1, 1, 4, 7], scale=4.0)
+  target = label_fit.targets(grad, variables=variables, num_images=4)
+  if moments == "random":
+    target = target._replace(moments=jax.random.normal(jax.random.key(7), (_N, _N)))
+  basis = label_fit.feature_basis(grad, variables=variables, num_images=4)
+  span = label_fit.span(basis, target=target)
+  onehot = jax.nn.one_hot(jnp.asarray([1, 1, 4, 7]), _N)
+  outside = float(span.outside / jnp.sum(target.moments ** 2))
+  assert (outside < 1e-10) if moments == "gradient" else (outside > 0.1)
+  for seed in range(3):
+    coeffs = 3.0 * jax.random.normal(jax.random.key(seed), (4, basis.shape[1]))
+    full = label_fit.residual(target.bias + coeffs @ basis.T, onehot=onehot, target=target)
+    seen = label_fit.subspace_residual(coeffs, onehot=onehot, target=target, span=span)
+    assert seen.shape == (_N * basis.shape[1] + _N,)
+    np.testing.assert_allclose(jnp.sum(seen ** 2) + span.outside, jnp.sum(full ** 2),
+                               rtol=1e-4)
 
 
 def test_fit_certifies_the_true_counts_and_rejects_one_unit_moves():
@@ -162,11 +186,19 @@ def _trained_victim():
   return model, variables, pool_x
 
 
-@pytest.mark.parametrize("space", list(labels.FitSpace))
-def test_fit_recovers_duplicates_on_a_trained_victim_jitted_and_vmapped(space):
+@pytest.mark.parametrize("space,max_unknowns,polish", [
+    (labels.FitSpace.SUBSPACE, labels.FIT_MAX_UNKNOWNS, label_fit.POLISH_ITERATIONS),
+    (labels.FitSpace.LOGITS, labels.FIT_MAX_UNKNOWNS, label_fit.POLISH_ITERATIONS),
+    # K N = 40 > 16 >= K^2: the subspace fit alone, as on a wide head (N = 1000).
+    (labels.FitSpace.SUBSPACE, 16, 0)])
+def test_fit_recovers_duplicates_on_a_trained_victim_jitted_and_vmapped(
+    space, max_unknowns, polish, monkeypatch):
   # On this victim SELECT (geng_bias / ilrg / cluster) got 3 of these 4 count vectors
   # wrong when this test was written: confident, correct predictions hide the counts
   # from the closed forms. The four trials run vmapped under one jit.
+  search, polishes = label_fit.search, []
+  monkeypatch.setattr(label_fit, "search",
+                      lambda *a, **kw: polishes.append(kw["iterations"]) or search(*a, **kw))
   model, variables, pool_x = _trained_victim()
   batches = [[1, 1, 4, 7], [3, 3, 3, 0], [2, 5, 5, 9], [0, 6, 6, 8]]
   index = jnp.array([[c + _N * i for i, c in enumerate(lab)] for lab in batches])
@@ -176,10 +208,26 @@ def test_fit_recovers_duplicates_on_a_trained_victim_jitted_and_vmapped(space):
   fn = jax.jit(jax.vmap(lambda k, u: labels.restore(
       k, method=labels.Method.FIT, update=u, features_fn=model.features,
       variables=variables, num_images=4, image_shape=model.image_shape,
-      feature_domain=labels.FeatureDomain.UNIT, fit_space=space).counts),
-               compiler_options=_RUN_HEAVY)
+      feature_domain=labels.FeatureDomain.UNIT, fit_space=space,
+      fit_max_unknowns=max_unknowns).counts), compiler_options=_RUN_HEAVY)
   got = np.asarray(fn(jax.random.split(jax.random.key(1), len(batches)), grads))
+  assert polishes == [polish]
   np.testing.assert_array_equal(got, np.stack(truth))
+
+
+@pytest.mark.parametrize("space,max_unknowns", [
+    (labels.FitSpace.SUBSPACE, 15),  # K^2 = 16 > 15
+    (labels.FitSpace.LOGITS, 39)])   # K N = 40 > 39, and no subspace stage to fall back on
+def test_fit_hands_over_to_select_where_its_solve_would_be_too_large(space, max_unknowns,
+                                                                     monkeypatch):
+  monkeypatch.setattr(label_fit, "search", lambda *a, **kw: pytest.fail("search ran"))
+  model, variables, _, _, grad, _ = _case([1, 1, 4, 7])
+  kwargs = dict(update=grad, features_fn=model.features, variables=variables,
+                num_images=4, image_shape=model.image_shape)
+  fit = labels.restore(jax.random.key(0), method=labels.Method.FIT, fit_space=space,
+                       fit_max_unknowns=max_unknowns, **kwargs)
+  chosen = labels.restore(jax.random.key(0), method=labels.Method.SELECT, **kwargs)
+  np.testing.assert_array_equal(fit.counts, chosen.counts)
 
 
 def test_fit_falls_back_to_select_where_the_equations_do_not_pin_the_logits():

@@ -54,6 +54,9 @@ def validate_victim_and_data(config: ml_collections.ConfigDict) -> data.LabelDis
     fail("image_size", f"the ConvNet is defined for 32x32 images, got {config.image_size}")
   if config.dataset == "photos" and config.num_classes > len(data.PHOTO_CLASSES):
     fail("num_classes", f"photos has {len(data.PHOTO_CLASSES)} classes")
+  if config.get("head_classes", 0) and config.head_classes < num_classes(config):
+    fail("head_classes", f"{config.head_classes} outputs cannot label the data's "
+         f"{num_classes(config)} classes (0 = as many as the data has)")
   try:
     return data.check_label_dist(config.label_dist, batch_size=config.batch_size,
                                  num_classes=num_classes(config))
@@ -97,7 +100,8 @@ def local_batch_size(config) -> int:
 
 
 def build_model(config) -> Model:
-  return models.get_model(config.model, num_classes=num_classes(config),
+  return models.get_model(config.model,
+                          num_classes=config.get("head_classes", 0) or num_classes(config),
                           image_size=config.image_size, width=config.width or None,
                           activation=config.activation or None, batchnorm=config.batchnorm,
                           hidden=config.hidden,

@@ -63,7 +63,7 @@ def victim_for(config, cache: dict):
     a table can say how far the victim had learned.
   """
   fields = ("model", "width", "activation", "batchnorm", "hidden", "dataset", "image_size",
-            "num_classes", "seed", "train_batch_size", "train_lr", "momentum", "train_pool")
+            "num_classes", "head_classes", "seed", "train_batch_size", "train_lr", "momentum", "train_pool")
   key = tuple(config[f] for f in fields) + (config.train_steps,)
   if key not in cache:
     if config.train_steps == 0:

@@ -60,6 +60,25 @@ def test_restore_labels_records_how_far_the_victim_trained(tmp_path):
   assert 0.0 <= victim["train_accuracy"] <= 1.0
 
 
+def test_restore_labels_on_a_head_wider_than_the_data(tmp_path):
+  # 40 outputs over 4 photo classes: count vectors have the head's length, and the
+  # batch's classes are among the data's.
+  c = labels_config.get_config()
+  c.model, c.width, c.batch_size, c.label_dist, c.trials = "lenet", 0, 3, "single:2", 2
+  c.methods, c.progress, c.image_size = "geng_bias,fit", False, 16
+  c.num_classes, c.head_classes = 4, 40
+  restore_labels.run(c, str(tmp_path))
+  out = _read(tmp_path / "results.json")
+  truth = np.asarray(out["true_counts"])
+  assert truth.shape == (2, 40) and truth[:, 4:].sum() == 0 and (truth.sum(1) == 3).all()
+  for m in ("geng_bias", "fit"):
+    assert all(len(t["counts"]) == 40 and sum(t["counts"]) == 3
+               for t in out["methods"][m]["per_trial"])
+  c.head_classes = 3
+  with pytest.raises(ValueError, match="config.head_classes"):
+    restore_labels.validate(c)
+
+
 def test_sign_rule_summary_counts_misreads():
   flagged = np.array([[1, 0, 0], [1, 0, 0], [1, 1, 0], [0, 0, 1]])
   truth = np.array([[2, 0, 0], [1, 1, 0], [1, 1, 1], [0, 1, 0]])
@@ -316,7 +335,7 @@ def test_bench_fedavg_memory_remat_saves_memory(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["labels_grid", "labels_small", "labels_duplicates",
-                                  "labels_fedavg", "labels_select"])
+                                  "labels_fedavg", "labels_select", "labels_wide"])
 def test_label_benchmark_configs_validate(name):
   config = importlib.import_module(f"experiments.configs.{name}").get_config()
   cells = restore_labels.validate(config)

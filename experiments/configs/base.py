@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data_dir = ""              # prepared TFDS data (never downloaded)
   c.image_size = 32
   c.num_classes = 0            # 0 = the dataset's
+  c.head_classes = 0           # victim's outputs; 0 = num_classes (more: a wider head, e.g. 1000 over photos' 20)
   c.batch_size = 1
   c.label_dist = "unique"      # unique | random | single:r | factor:r | repeat
   c.seed = 0

@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from absl import app, flags
 
@@ -282,15 +282,22 @@ def enable_compilation_cache(directory: str) -> None:
   jax.config.update("jax_compilation_cache_dir", directory)
 
 
+def with_xla_flags(user: str, extra: Sequence[str]) -> str:
+  """``user``'s XLA_FLAGS plus each of ``extra`` whose name it does not already set."""
+  return " ".join([user, *(f for f in extra if f.split("=")[0] not in user)]).strip()
+
+
 def script_main(run_fn: Callable[[Any, str], Any], *, default_config: str,
-                description: str, compilation_cache: bool = True) -> None:
+                description: str, compilation_cache: bool = True,
+                xla_flags: Sequence[str] = ()) -> None:
   """The command line of every script: ``--workdir`` and ``--config`` (a get_config()
   file under experiments/configs/ by default, fields overridable as --config.x=...),
   and ``--compilation_cache_dir`` unless ``compilation_cache=False`` (the speed
   benchmarks, whose times include compilation).
 
   Flags are defined here, only when a module runs as a script, so the scripts can
-  import each other.
+  import each other. ``xla_flags`` are added to ``XLA_FLAGS`` before JAX starts its
+  backend, each unless the user's ``XLA_FLAGS`` already names it.
   """
   flags.DEFINE_string("workdir", None, "Where results.json and figures go.")
   config_flags.DEFINE_config_file("config", os.path.join(CONFIGS, default_config), description)
@@ -306,6 +313,8 @@ def script_main(run_fn: Callable[[Any, str], Any], *, default_config: str,
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS.workdir:
       raise app.UsageError("--workdir is required")
+    if xla_flags:
+      os.environ["XLA_FLAGS"] = with_xla_flags(os.environ.get("XLA_FLAGS", ""), xla_flags)
     if compilation_cache:
       enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
     run_fn(flags.FLAGS.config, flags.FLAGS.workdir)

@@ -286,7 +286,13 @@ def _cell_name(cell: dict) -> str:
   return ",".join(f"{k}={v}" for k, v in cell.items()) or "config"
 
 
+#: jax 0.10.2's XLA:CPU deadlocked (every thread idle, the result never ready) running
+#: `fit` on a 1000-output head vmapped over trials: 4 of 4 runs (2 or 8 trials, also with
+#: --xla_cpu_multi_thread_eigen=false). Without its concurrency-optimized scheduler the
+#: same program finished (docs/labels.md, "Wide heads"). Scripts only; see `labels.restore`.
+XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
+
 
 if __name__ == "__main__":
   common.script_main(run, default_config="labels.py",
-                     description="Label benchmark config.")
+                     description="Label benchmark config.", xla_flags=XLA_FLAGS)

@@ -135,7 +135,10 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
       one: docs/labels.md), with a dense solve per iteration of at most this many
       unknowns: the subspace stage (K^2) and a polish over all K N logits where K N is
       at most this; the subspace fit alone where only K^2 is (wide heads, e.g. N = 1000,
-      `FitSpace.SUBSPACE` only); elsewhere it returns SELECT.
+      `FitSpace.SUBSPACE` only); elsewhere it returns SELECT. On XLA:CPU (jax 0.10.2) that
+      wide-head program, vmapped over trials, deadlocked unless XLA_FLAGS holds
+      ``--xla_cpu_enable_concurrency_optimized_scheduler=false`` (docs/labels.md, "Wide
+      heads"; experiments/restore_labels.py sets it).
     fit_tolerance: `Method.FIT` keeps SELECT's answer when no candidate fits the update
       to this relative squared residual.
     fit_space: where `Method.FIT` fits each candidate's logits (`label_fit.FitSpace`).

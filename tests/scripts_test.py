@@ -79,6 +79,14 @@ def test_restore_labels_on_a_head_wider_than_the_data(tmp_path):
     restore_labels.validate(c)
 
 
+def test_scripts_add_their_xla_flags_unless_the_user_set_them():
+  flag = restore_labels.XLA_FLAGS[0]
+  assert common.with_xla_flags("", [flag]) == flag
+  assert common.with_xla_flags("--a=1", [flag]) == f"--a=1 {flag}"
+  mine = flag.split("=")[0] + "=true"
+  assert common.with_xla_flags(mine, [flag]) == mine
+
+
 def test_sign_rule_summary_counts_misreads():
   flagged = np.array([[1, 0, 0], [1, 0, 0], [1, 1, 0], [0, 0, 1]])
   truth = np.array([[2, 0, 0], [1, 1, 0], [1, 1, 1], [0, 1, 0]])

@@ -10,8 +10,8 @@ took 52 s of a 93 s test to compile on a 2-core AVX2 machine). Two settings cut 
   (`models_test.test_attack_gradient_finite_on_wide_convnet`), the one test about rounding,
   still fails at this level on the code it guards against (checked by re-applying it).
 * JAX's persistent compilation cache, in a directory that lives as long as the test
-  process, so that a program compiled twice (the same attack from two runs of a script)
-  is compiled once.
+  run and is shared by its processes, so that a program compiled twice (the same attack
+  from two runs of a script, or in both xdist workers) is compiled once.
 
 `make test` also runs the suite on 2 processes (pytest-xdist): compilation is
 single-threaded.
@@ -33,8 +33,15 @@ import pytest
 import experiments  # noqa: F401  (sets jax_threefry_partitionable=False, as the scripts do)
 from jaxinvert import models
 
-_CACHE = tempfile.mkdtemp(prefix="jaxinvert-test-xla-cache-")
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+# One cache for the whole run: the first process to import this file (pytest itself, or
+# pytest-xdist's controller, which starts the workers after loading it) creates it and
+# removes it at exit; the workers inherit its path, so a program one worker compiled is
+# loaded by the other (an entry read while being written is a cache miss and a warning).
+_CACHE = os.environ.get("JAXINVERT_TEST_XLA_CACHE")
+if not _CACHE or not os.path.isdir(_CACHE):
+  _CACHE = tempfile.mkdtemp(prefix="jaxinvert-test-xla-cache-")
+  os.environ["JAXINVERT_TEST_XLA_CACHE"] = _CACHE
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 # Scripts the tests start as subprocesses use the same cache, not ~/.cache/jaxinvert.

@@ -299,7 +299,10 @@ def test_fedavg_recovers_multiset_with_duplicates():
     np.testing.assert_array_equal(estimate.counts, _true_counts(y, 10), err_msg=str(point))
 
 
-def test_fedavg_fit_keeps_a_clear_winner_and_otherwise_answers_select():
+def test_fedavg_fit_keeps_a_clear_winner_reuses_the_trajectory_and_rejects_bad_options(
+    monkeypatch):
+  # One compiled program (the margin is an argument) serves every run that executes; the
+  # count of SELECT calls is taken while tracing.
   model, variables = _lenet()
   x, y = _batch([2, 2, 5, 9], seed=4, shape=model.image_shape)
   new = jax.jit(lambda v, a, b: victim.fedavg_update(
@@ -307,52 +310,41 @@ def test_fedavg_fit_keeps_a_clear_winner_and_otherwise_answers_select():
   kwargs = dict(start=variables, end=new, features_fn=model.features, num_images=4,
                 image_shape=model.image_shape, local_lr=0.001, local_steps=3,
                 feature_domain=labels.FeatureDomain.UNIT)
-  restore = jax.jit(lambda key, margin: labels.restore_fedavg(
-      key, method=labels.Method.FIT, fit_margin=margin, **kwargs))
+  calls = []
+  original = labels._select
+  monkeypatch.setattr(labels, "_select", lambda *a, **k: calls.append(1) or original(*a, **k))
+  restore = jax.jit(lambda key, margin, **options: labels.restore_fedavg(
+      key, method=labels.Method.FIT, fit_margin=margin, trajectory_points=5, **kwargs,
+      **options), static_argnames=("fit_point", "select_from"))
   key = jax.random.key(2)
   fit = restore(key, labels.FEDAVG_FIT_MARGIN)
+  assert len(calls) == 5  # the midpoint's SELECT is one of the five, not a sixth
   np.testing.assert_array_equal(fit.counts, _true_counts(y, 10))
+  calls.clear()
+  jax.eval_shape(lambda k: restore(k, labels.FEDAVG_FIT_MARGIN, fit_point=0.4), key)
+  assert len(calls) == 6  # off the trajectory's points: one more
   # No margin is met: SELECT's answer, trajectory statistics and all.
-  select = labels.restore_fedavg(key, method=labels.Method.SELECT, **kwargs)
+  select = jax.jit(lambda k: labels.restore_fedavg(k, method=labels.Method.SELECT,
+                                                   **kwargs))(key)
   never = restore(key, jnp.inf)
   np.testing.assert_array_equal(never.counts, select.counts)
   np.testing.assert_allclose(never.scores, select.scores, atol=1e-6)
   # ... while with the default margin the answer is the fit's (its own bias-form scores).
   assert float(jnp.abs(fit.scores - select.scores).max()) > 1e-5
-
-
-def test_fedavg_fit_reuses_the_trajectory_select_and_rejects_fedsgd_options(monkeypatch):
-  model, variables = _lenet()
-  x, y = _batch([2, 2, 5, 9], seed=4, shape=model.image_shape)
-  new = victim.fedavg_update(model.apply, variables, x, y, local_epochs=3, local_batch_size=4,
-                             local_lr=0.001)
-  kwargs = dict(method=labels.Method.FIT, start=variables, end=new,
-                features_fn=model.features, num_images=4, image_shape=model.image_shape,
-                local_lr=0.001, local_steps=3, feature_domain=labels.FeatureDomain.UNIT)
-  calls = []
-  original = labels._select
-  monkeypatch.setattr(labels, "_select", lambda *a, **k: calls.append(1) or original(*a, **k))
-  on = labels.restore_fedavg(jax.random.key(2), trajectory_points=5, **kwargs)
-  assert len(calls) == 5  # the midpoint's SELECT is one of the five, not a sixth
-  calls.clear()
-  off = labels.restore_fedavg(jax.random.key(2), trajectory_points=5, fit_point=0.4, **kwargs)
-  assert len(calls) == 6
-  np.testing.assert_array_equal(on.counts, _true_counts(y, 10))
-  np.testing.assert_array_equal(off.counts, _true_counts(y, 10))
+  # Methods may be named by their values, as in `restore` (the same program once named).
+  named = restore(key, labels.FEDAVG_FIT_MARGIN, select_from=("geng_bias", "ilrg", "cluster"))
+  np.testing.assert_array_equal(named.counts, fit.counts)
+  kwargs["method"] = labels.Method.FIT
   with pytest.raises(ValueError, match="fit_tolerance"):
-    labels.restore_fedavg(jax.random.key(2), fit_tolerance=1e-6, **kwargs)
+    labels.restore_fedavg(key, fit_tolerance=1e-6, **kwargs)
   with pytest.raises(ValueError, match="fit_point"):
-    labels.restore_fedavg(jax.random.key(2), fit_point=1.5, **kwargs)
+    labels.restore_fedavg(key, fit_point=1.5, **kwargs)
   with pytest.raises(TypeError, match="num_dummys"):
-    labels.restore_fedavg(jax.random.key(2), num_dummys=8, **kwargs)
+    labels.restore_fedavg(key, num_dummys=8, **kwargs)
   with pytest.raises(ValueError, match="select_from"):
-    labels.restore_fedavg(jax.random.key(2), select_from=[labels.Method.FIT], **kwargs)
+    labels.restore_fedavg(key, select_from=[labels.Method.FIT], **kwargs)
   with pytest.raises(ValueError, match="num_images"):
-    labels.restore_fedavg(jax.random.key(2), **{**kwargs, "num_images": 0})
-  # Methods may be named by their values, as in `restore`.
-  named = labels.restore_fedavg(jax.random.key(2), trajectory_points=5,
-                                select_from=["geng_bias", "ilrg", "cluster"], **kwargs)
-  np.testing.assert_array_equal(named.counts, on.counts)
+    labels.restore_fedavg(key, **{**kwargs, "num_images": 0})
 
 
 def test_idlg_single_image_and_gradinversion_unique():

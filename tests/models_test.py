@@ -15,8 +15,9 @@ def test_shapes_and_classifier(name, size, width):
   model = models.get_model(name, num_classes=7, image_size=size, width=width)
   variables = jax.jit(model.init)(jax.random.key(0))
   x = jnp.ones((2, size, size, 3))
-  logits, state = jax.jit(model.apply)(variables, x)
-  features, _ = jax.jit(model.features)(variables, x)
+  # One program for both (compilation is most of this test's time).
+  (logits, state), (features, _) = jax.jit(
+      lambda v, x: (model.apply(v, x), model.features(v, x)))(variables, x)
   assert logits.shape == (2, 7)
   kernel = variables["params"][CLASSIFIER]["kernel"]
   assert kernel.shape == (features.shape[1], 7)

@@ -397,7 +397,8 @@ def test_a_rerun_loads_the_compiled_attack_from_the_cache(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.reconstruct", f"--workdir={tmp_path / name}",
          f"--compilation_cache_dir={cache}", "--config.iterations=3",
-         "--config.log_every=3", "--config.progress=False"],
+         "--config.log_every=3", "--config.progress=False", "--config.width=3",
+         "--config.image_size=16"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return _read(tmp_path / name / "results.json")

@@ -99,18 +99,6 @@ def residual(logits: jax.Array, *, onehot: jax.Array, target: Targets) -> jax.Ar
                           g.sum(axis=0) - target.bias_grad])
 
 
-def _gradient_terms(logits: jax.Array, *, onehot: jax.Array, target: Targets
-                    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-  """``(p, g, a, J^T r [K, N])`` of `normal_equations`' docstring."""
-  p = jax.nn.softmax(logits)
-  g = p - onehot
-  a = logits - target.bias
-  moments_res = g.T @ a - target.moments
-  bias_res = g.sum(axis=0) - target.bias_grad
-  soft_jvp = lambda v: p * v - p * jnp.sum(p * v, axis=-1, keepdims=True)  # D_k v_k, row-wise
-  return p, g, a, soft_jvp(a @ moments_res.T + bias_res) + g @ moments_res
-
-
 def normal_equations(logits: jax.Array, *, onehot: jax.Array, target: Targets
                      ) -> tuple[jax.Array, jax.Array]:
   r"""Gauss-Newton matrix ``J^T J`` ``[KN, KN]`` and gradient ``J^T r`` ``[KN]`` of `residual`.
@@ -137,7 +125,13 @@ def normal_equations(logits: jax.Array, *, onehot: jax.Array, target: Targets
     ``(J^T J [KN, KN], J^T r [KN])``, image-major (the order of ``logits.ravel()``).
   """
   num_images, num_classes = logits.shape
-  p, g, a, grad = _gradient_terms(logits, onehot=onehot, target=target)
+  p = jax.nn.softmax(logits)
+  g = p - onehot
+  a = logits - target.bias
+  moments_res = g.T @ a - target.moments                    # R
+  bias_res = g.sum(axis=0) - target.bias_grad                # r_b
+  soft_jvp = lambda v: p * v - p * jnp.sum(p * v, axis=-1, keepdims=True)  # D_k v_k, row-wise
+  grad = soft_jvp(a @ moments_res.T + bias_res) + g @ moments_res
   q = p[:, None, :] * p[None, :, :]                        # [k, l, n] = p_kn p_ln
   overlap = p @ p.T                                         # p_k . p_l
   dd = (q[..., None] * jnp.eye(num_classes)                 # diag(q)

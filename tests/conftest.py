@@ -77,5 +77,9 @@ def run_once(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_lenet():
-  model = models.get_model("lenet", num_classes=5, image_size=8, width=3)
+  """The runner, attack and FedAvg tests' victim. XLA's own convolutions: the default on
+  CPU (`ConvImpl.MATMUL_DW`, a custom VJP) traces and compiles about twice as long, which
+  doubled runner_test's time; models_test checks the two agree to second order, and the
+  script tests run the default."""
+  model = models.get_model("lenet", num_classes=5, image_size=8, width=3, conv_impl="xla")
   return model, jax.jit(model.init)(jax.random.key(0))

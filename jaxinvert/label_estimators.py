@@ -404,10 +404,11 @@ def cluster(update: Params, *, variables: Variables, num_images: int,
   other count vectors that fit as well); the iteration stays near iLRG's start.
 
   The sums over j run over the ``rows`` classes of largest current count (default
-  ``min(N, CLUSTER_ROWS_PER_IMAGE * K)``), chosen again at every iteration: a class left
-  out holds at most K / rows images, and its features are not updated either (below
-  0.05 images). That makes an iteration O(rows N F) instead of O(N^2 F), which on a
-  1000-class head (ImageNet) is most of `select`'s time; where rows >= N nothing is left out.
+  ``min(N, CLUSTER_ROWS_PER_IMAGE * K)``), chosen again at every iteration: the counts sum
+  to K, so a class left out holds at most K / rows images, with the default 0.05, the count
+  below which its features are not updated either. That makes an iteration O(rows N F)
+  instead of O(N^2 F), which on a 1000-class head (ImageNet) was most of `select`'s time;
+  where rows >= N nothing is left out (the same program as with every class).
 
   Args:
     update: the shared gradient (its last layer: ``dW`` ``[N, F]`` and ``db`` ``[N]``).

@@ -283,8 +283,10 @@ def enable_compilation_cache(directory: str) -> None:
 
 
 def with_xla_flags(user: str, extra: Sequence[str]) -> str:
-  """``user``'s XLA_FLAGS plus each of ``extra`` whose name it does not already set."""
-  return " ".join([user, *(f for f in extra if f.split("=")[0] not in user)]).strip()
+  """``user``'s XLA_FLAGS plus each of ``extra`` whose name it does not already set
+  (names compared whole: ``--xla_a`` is not set by ``--xla_a_b=1``)."""
+  named = {item.split("=")[0] for item in user.split()}
+  return " ".join([user, *(f for f in extra if f.split("=")[0] not in named)]).strip()
 
 
 def script_main(run_fn: Callable[[Any, str], Any], *, default_config: str,

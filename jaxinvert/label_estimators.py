@@ -427,15 +427,15 @@ def cluster(update: Params, *, variables: Variables, num_images: int,
     raise ValueError("cluster needs a last layer with a bias")
   layer = variables["params"][CLASSIFIER]
   kernel, offset = layer["kernel"].T, layer["bias"]
+  num_classes = bias.shape[0]
+  if rows is not None and rows < 1:
+    raise ValueError(f"rows must be positive, got {rows}")
+  rows = min(num_classes, CLUSTER_ROWS_PER_IMAGE * num_images if rows is None else rows)
   k_dw, k_db = num_images * weight, num_images * bias
   counts = jnp.maximum(ilrg(update, variables=variables, num_images=num_images).scores, 0.0)
   features = k_dw / jnp.where(jnp.abs(k_db) > 1e-30, k_db, -1e-30)[:, None]
   lower, upper = _DOMAIN_RANGE[FeatureDomain(feature_domain)]
   features = jnp.clip(features, lower, upper)
-  num_classes = counts.shape[0]
-  rows = min(num_classes, CLUSTER_ROWS_PER_IMAGE * num_images if rows is None else rows)
-  if rows < 1:
-    raise ValueError(f"rows must be positive, got {rows}")
 
   def body(carry, _):
     features, counts = carry

@@ -12,10 +12,6 @@ from jaxinvert import label_fit, labels, models, victim
 from jaxinvert.types import CLASSIFIER
 
 _N = 10
-# The fit runs thousands of small Levenberg-Marquardt iterations: compiled at LLVM's level 2
-# instead of the suite's level 0 (tests/conftest.py) it compiles a few seconds longer and
-# runs about 4x faster (same HLO program, so the same maths).
-_RUN_HEAVY = {"xla_backend_optimization_level": 2}
 
 
 def _victim(scale=1.0):
@@ -192,7 +188,7 @@ def _trained_victim():
     # K N = 40 > 16 >= K^2: the subspace fit alone, as on a wide head (N = 1000).
     (labels.FitSpace.SUBSPACE, 16, 0)])
 def test_fit_recovers_duplicates_on_a_trained_victim_jitted_and_vmapped(
-    space, max_unknowns, polish, monkeypatch):
+    space, max_unknowns, polish, monkeypatch, heavy_compile_options):
   # On this victim SELECT (geng_bias / ilrg / cluster) got 3 of these 4 count vectors
   # wrong when this test was written: confident, correct predictions hide the counts
   # from the closed forms. The four trials run vmapped under one jit.
@@ -209,7 +205,7 @@ def test_fit_recovers_duplicates_on_a_trained_victim_jitted_and_vmapped(
       k, method=labels.Method.FIT, update=u, features_fn=model.features,
       variables=variables, num_images=4, image_shape=model.image_shape,
       feature_domain=labels.FeatureDomain.UNIT, fit_space=space,
-      fit_max_unknowns=max_unknowns).counts), compiler_options=_RUN_HEAVY)
+      fit_max_unknowns=max_unknowns).counts), compiler_options=heavy_compile_options)
   got = np.asarray(fn(jax.random.split(jax.random.key(1), len(batches)), grads))
   assert polishes == [polish]
   np.testing.assert_array_equal(got, np.stack(truth))

@@ -238,7 +238,7 @@ def _lenet():
 @pytest.mark.parametrize("method", [labels.Method.CLUSTER, labels.Method.ILRG,
                                     labels.Method.GENG_BIAS, labels.Method.SELECT,
                                     labels.Method.FIT])
-def test_fedsgd_recovers_multiset_with_duplicates(method):
+def test_fedsgd_recovers_multiset_with_duplicates(method, heavy_compile_options):
   model, variables = _lenet()
   x, y = _batch([1, 1, 1, 4, 7], seed=2, shape=model.image_shape)
   grad = jax.jit(victim.fedsgd_update, static_argnums=0)(model.apply, variables, x, y)
@@ -246,9 +246,8 @@ def test_fedsgd_recovers_multiset_with_duplicates(method):
       k, method=method, update=g, features_fn=model.features, variables=variables,
       num_images=5, image_shape=model.image_shape, num_dummies=256,
       feature_domain=labels.FeatureDomain.UNIT).counts,
-      # FIT's search runs thousands of small iterations: LLVM level 2 (tests/conftest.py).
-      compiler_options=({"xla_backend_optimization_level": 2}
-                        if method == labels.Method.FIT else None))(jax.random.key(1), grad)
+      compiler_options=(heavy_compile_options if method == labels.Method.FIT else None)
+      )(jax.random.key(1), grad)
   np.testing.assert_array_equal(counts, _true_counts(y, 10))
 
 

@@ -86,6 +86,8 @@ def test_scripts_add_their_xla_flags_unless_the_user_set_them():
   assert common.with_xla_flags("--a=1", [flag]) == f"--a=1 {flag}"
   mine = flag.split("=")[0] + "=true"
   assert common.with_xla_flags(mine, [flag]) == mine
+  longer = flag.split("=")[0] + "_other=1"  # another flag whose name starts with ours
+  assert common.with_xla_flags(longer, [flag]) == f"{longer} {flag}"
 
 
 def test_sign_rule_summary_counts_misreads():

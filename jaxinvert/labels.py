@@ -252,18 +252,20 @@ def _fit(inputs: _FitInputs, *, update: Params, variables: Variables, num_images
          fit_space: label_fit.FitSpace, iterations: int
          ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """`label_fit.search` from SELECT's sources; skipped where the sign rule has decided."""
-  num_classes = inputs.sources.shape[-1]
+  num_classes, dtype = inputs.sources.shape[-1], inputs.sources.dtype
 
   def search(_):
-    return label_fit.search(inputs.key, base_scores=inputs.sources, update=update,
-                            variables=variables, num_images=num_images,
-                            minimum=inputs.present, space=label_fit.FitSpace(fit_space),
-                            iterations=iterations)
+    scores, counts, residual, runner_up = label_fit.search(
+        inputs.key, base_scores=inputs.sources, update=update, variables=variables,
+        num_images=num_images, minimum=inputs.present, space=label_fit.FitSpace(fit_space),
+        iterations=iterations)
+    return scores.astype(dtype), counts, residual.astype(dtype), runner_up.astype(dtype)
 
   # The sign rule has decided (K classes flagged, or one): skip the search. Under vmap
   # with a batched predicate `lax.cond` runs both branches and selects, same values.
-  skipped = lambda _: (jnp.zeros(num_classes), jnp.zeros(num_classes, jnp.int32),
-                       jnp.float32(jnp.inf), jnp.float32(jnp.inf))
+  # Both branches in the sources' dtype (float64 under jax_enable_x64 with f64 weights).
+  skipped = lambda _: (jnp.zeros(num_classes, dtype), jnp.zeros(num_classes, jnp.int32),
+                       jnp.full((), jnp.inf, dtype), jnp.full((), jnp.inf, dtype))
   return jax.lax.cond(inputs.decided, skipped, search, None)
 
 

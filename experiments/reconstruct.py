@@ -19,7 +19,7 @@ import numpy as np
 from experiments import common
 from jaxinvert import attack as attack_lib
 from jaxinvert import labels as labels_lib
-from jaxinvert import metrics, priors, runner, simulators, victim, viz
+from jaxinvert import data, metrics, priors, runner, simulators, victim, viz
 from jaxinvert.objectives import Distance
 
 
@@ -70,6 +70,11 @@ def validate(config) -> None:
     if len(given) != config.batch_size:
       common.fail("labels", f"needs {config.batch_size} comma-separated labels, got "
                   f"{config.labels!r}")
+  if config.wrong_labels and config.label_source != "true":
+    common.fail("wrong_labels", "changes the true labels: it needs label_source=true")
+  if not 0 <= config.wrong_labels <= config.batch_size:
+    common.fail("wrong_labels", f"must be between 0 and batch_size ({config.batch_size}), "
+                f"got {config.wrong_labels}")
   if config.label_source != "restored" and config.hypotheses != 1:
     common.fail("hypotheses", "label hypotheses need label_source=restored")
 
@@ -81,6 +86,10 @@ def _hypotheses(config, model, variables, update, true_labels, key,
   With ``config.label_arrangements > 1`` (FedAvg, known client order) every count vector
   is placed on the batch positions in up to that many ways that the client's
   mini-batches tell apart (`simulators.label_arrangements`)."""
+  if config.label_source == "true" and config.wrong_labels:
+    wrong = data.mislabel(key, true_labels, num_wrong=config.wrong_labels,
+                          num_classes=model.num_classes)
+    return wrong[None], {"method": f"true, {config.wrong_labels} changed"}
   if config.label_source == "true":
     return np.asarray(true_labels)[None], {"method": "true"}
   if config.label_source == "given":
@@ -184,6 +193,7 @@ def run(config, workdir: str) -> dict:
       "seconds": timer.seconds, "attack_seconds": result.seconds, "steps": result.steps,
       "resumed_from_step": result.resumed_from,
       "per_image_psnr": report["per_image_psnr"], "per_image_ssim": report["per_image_ssim"],
+      "fusion": report["fusion"],
       "matching": report["matching"], "true_labels": np.sort(true_labels),
       "restored_labels": np.sort(result.labels),
       "label_restoration": label_info,

@@ -377,6 +377,37 @@ def sample_labels(key: jax.Array, *, batch_size: int, num_classes: int,
   return rng.permutation(labels).astype(np.int32)
 
 
+def mislabel(key: jax.Array, labels: np.ndarray, *, num_wrong: int, num_classes: int
+             ) -> np.ndarray:
+  """``labels`` with ``num_wrong`` of them replaced by another class.
+
+  The label hypothesis of Geng et al.'s (arXiv 2110.09074) finding that one wrong label
+  in the batch breaks image recovery: the positions and the new classes are drawn from
+  ``key``, and each new class differs from the one it replaces (it may be another
+  class of the batch, which then looks duplicated).
+
+  Args:
+    key: JAX PRNG key.
+    labels: ``[B]`` true labels.
+    num_wrong: how many to change, 0 to B.
+    num_classes: N (at least 2).
+
+  Returns:
+    ``[B]`` int32, in the order of ``labels``.
+  """
+  labels = np.asarray(labels, np.int32)
+  if not 0 <= num_wrong <= labels.shape[0]:
+    raise ValueError(f"num_wrong must be between 0 and the batch size {labels.shape[0]}, "
+                     f"got {num_wrong}")
+  if num_classes < 2:
+    raise ValueError(f"a wrong label needs at least 2 classes, got num_classes={num_classes}")
+  rng = numpy_rng(key)
+  where = rng.choice(labels.shape[0], size=num_wrong, replace=False)
+  out = labels.copy()
+  out[where] = (labels[where] + rng.integers(1, num_classes, size=num_wrong)) % num_classes
+  return out
+
+
 def sample_batch(key: jax.Array, *, source: ImageSource, batch_size: int,
                  label_dist: str | LabelDist) -> tuple[np.ndarray, np.ndarray]:
   """A client batch: labels drawn from ``label_dist``, one image per label.

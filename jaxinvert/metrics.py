@@ -78,6 +78,39 @@ def counts_to_labels(counts: Sequence[int]) -> np.ndarray:
   return np.repeat(np.arange(len(counts)), counts).astype(np.int32)
 
 
+def fusion(matched: jax.Array, originals: jax.Array, labels: Sequence[int]
+           ) -> dict[str, float | None]:
+  """How much the reconstructions of images that share a label blend together.
+
+  Geng et al. (arXiv 2110.09074) observe that images of one label in a batch come back
+  fused into one blend of the class. For every pair of images i, j this takes
+  ``PSNR(r_i, r_j) - PSNR(x_i, x_j)``: how much closer the two reconstructions are to each
+  other than the two originals are (0: as distinct as the originals; large: one blend),
+  averaged over the pairs that share a true label and, as the control, over the pairs
+  that do not.
+
+  Args:
+    matched: ``[B, H, W, C]`` reconstructions in [0, 1], ``matched[i]`` matched to
+      ``originals[i]`` (`match`).
+    originals: ``[B, H, W, C]``.
+    labels: ``[B]`` true labels, in the originals' order.
+
+  Returns:
+    ``{"same_label": dB or None, "different_label": dB or None}`` (None where the batch
+    has no such pair).
+  """
+  labels = np.asarray(labels).ravel()
+  if labels.shape[0] != originals.shape[0] or matched.shape != originals.shape:
+    raise ValueError(f"matched {matched.shape}, originals {originals.shape} and "
+                     f"{labels.shape[0]} labels disagree")
+  gap = np.asarray(pairwise_psnr(matched, matched) - pairwise_psnr(originals, originals),
+                   np.float64)
+  i, j = np.triu_indices(labels.shape[0], k=1)
+  same = labels[i] == labels[j]
+  mean = lambda m: float(gap[i[m], j[m]].mean()) if m.any() else None
+  return {"same_label": mean(same), "different_label": mean(~same)}
+
+
 def reconstruction_report(reconstructions: jax.Array, originals: jax.Array,
                           predicted_labels: Sequence[int], true_labels: Sequence[int]
                           ) -> dict[str, Any]:
@@ -86,7 +119,7 @@ def reconstruction_report(reconstructions: jax.Array, originals: jax.Array,
   Returns:
     dict with ``psnr`` and ``ssim`` (means after matching), ``per_image_psnr``,
     ``per_image_ssim`` (in the originals' order), ``matching`` (the permutation),
-    ``label_accuracy`` and ``labels_exact``.
+    ``label_accuracy``, ``labels_exact`` and ``fusion`` (`fusion`).
   """
   reconstructions = jnp.clip(jnp.asarray(reconstructions, jnp.float32), 0.0, 1.0)
   perm = match(reconstructions, originals)
@@ -101,4 +134,5 @@ def reconstruction_report(reconstructions: jax.Array, originals: jax.Array,
       "matching": perm.tolist(),
       "label_accuracy": label_accuracy(predicted_labels, true_labels),
       "labels_exact": labels_exact(predicted_labels, true_labels),
+      "fusion": fusion(matched, jnp.asarray(originals, jnp.float32), true_labels),
   }

@@ -116,3 +116,19 @@ def test_tfds_resizes_to_requested_size(tmp_path):
     images, _ = data.sample_batch(jax.random.key(1), source=source, batch_size=2,
                                   label_dist="random")
   assert images.shape == (2, 16, 16, 3)
+
+
+def test_mislabel_changes_exactly_that_many_labels_to_other_classes():
+  labels = np.array([0, 0, 1, 2, 2, 2], np.int32)
+  for num_wrong in range(7):
+    for seed in range(5):
+      out = data.mislabel(jax.random.key(seed), labels, num_wrong=num_wrong, num_classes=3)
+      assert out.dtype == np.int32 and np.sum(out != labels) == num_wrong
+      assert out.min() >= 0 and out.max() < 3
+  again = data.mislabel(jax.random.key(4), labels, num_wrong=2, num_classes=3)
+  np.testing.assert_array_equal(again, data.mislabel(jax.random.key(4), labels, num_wrong=2,
+                                                     num_classes=3))
+  with pytest.raises(ValueError, match="num_wrong must be between 0 and the batch size 6"):
+    data.mislabel(jax.random.key(0), labels, num_wrong=7, num_classes=3)
+  with pytest.raises(ValueError, match="at least 2 classes"):
+    data.mislabel(jax.random.key(0), labels[:1] * 0, num_wrong=1, num_classes=1)

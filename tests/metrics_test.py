@@ -45,3 +45,21 @@ def test_label_accuracy_multiset(pred, true, acc, exact):
 
 def test_counts_to_labels():
   np.testing.assert_array_equal(metrics.counts_to_labels([0, 2, 1]), [1, 1, 2])
+
+
+def test_fusion_is_large_only_for_a_blended_same_label_pair():
+  rng = np.random.default_rng(2)
+  originals = rng.uniform(0, 1, size=(4, 8, 8, 3)).astype(np.float32)
+  labels = [5, 5, 1, 2]
+  exact = metrics.fusion(originals, originals, labels)
+  assert exact == pytest.approx({"same_label": 0.0, "different_label": 0.0}, abs=1e-4)
+  blended = originals.copy()
+  mix = 0.5 * (originals[0] + originals[1])
+  blended[0] = mix + rng.normal(0, 0.01, mix.shape)
+  blended[1] = mix + rng.normal(0, 0.01, mix.shape)
+  out = metrics.fusion(np.clip(blended, 0, 1), originals, labels)
+  assert out["same_label"] > 20.0            # the pair: about 37 dB against 7 for the originals
+  assert abs(out["different_label"]) < 3.0   # the blend is about as far from the others
+  assert metrics.fusion(originals, originals, [0, 1, 2, 3])["same_label"] is None
+  with pytest.raises(ValueError, match="disagree"):
+    metrics.fusion(originals, originals, [0, 1])

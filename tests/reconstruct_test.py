@@ -2,7 +2,9 @@ import json
 import os
 import subprocess
 import sys
+import types
 
+import jax
 import numpy as np
 import pytest
 
@@ -83,6 +85,8 @@ def test_steps_per_call_reaches_the_runner(tmp_path, monkeypatch):
     ("label_arrangements", 3, "config.label_arrangements: places restored labels on a known "
      "FedAvg order"),
     ("label_arrangements", 0, "config.label_arrangements: must be >= 1"),
+    ("wrong_labels", 1, "config.wrong_labels: changes the true labels: it needs "
+     "label_source=true"),
 ])
 def test_nonsense_config_rejected_before_work(tmp_path, field, value, match):
   with pytest.raises(ValueError, match=match):
@@ -107,3 +111,19 @@ def test_fedavg_restored_labels_tried_in_every_mini_batch_placement(tmp_path):
     np.testing.assert_array_equal(np.bincount(p, minlength=counts.size), counts)
   chosen = int(results["chosen_hypothesis"])
   assert results["final_losses"][chosen][0] == min(l[0] for l in results["final_losses"])
+
+
+def test_wrong_labels_change_that_many_of_the_true_labels():
+  # The label hypothesis of the one-wrong-label finding (experiments/configs/wrong_labels.py).
+  config = _config(label_source="true", batch_size=4, label_dist="single:2", wrong_labels=1)
+  reconstruct.validate(config)
+  true = np.array([3, 3, 7, 11], np.int32)
+  model = types.SimpleNamespace(num_classes=20)
+  for seed in range(4):
+    hyps, info = reconstruct._hypotheses(  # pylint: disable=protected-access
+        config, model, None, None, true, jax.random.key(seed))
+    assert hyps.shape == (1, 4) and info["method"] == "true, 1 changed"
+    assert np.sum(hyps[0] != true) == 1 and hyps[0].min() >= 0 and hyps[0].max() < 20
+  config.wrong_labels = 5
+  with pytest.raises(ValueError, match="config.wrong_labels: must be between 0 and batch_size"):
+    reconstruct.validate(config)

@@ -120,13 +120,18 @@ def test_restore_labels_fedavg_cells_table_and_figure(tmp_path):
 
 def test_sweep_writes_table_and_figure(tmp_path):
   c = lenet_b4.get_config()
-  c.batch_size, c.label_dist, c.label_source, c.restarts = 1, "unique", "true", 1
+  c.batch_size, c.label_dist, c.label_source, c.restarts = 2, "repeat", "true", 1
   c.width, c.image_size, c.optimizer = 3, 8, "adam"
   c.iterations, c.log_every, c.progress = 4, 2, False
-  c.cells, c.sweep_x, c.sweep_series = "tv=0.0;tv=0.1", "tv", ""
+  c.cells, c.sweep_x, c.sweep_series = "tv=0.0;tv=0.1,wrong_labels=1", "tv", ""
   sweep.run(c, str(tmp_path))
   out = _read(tmp_path / "results.json")
   assert [r["cell"]["tv"] for r in out["rows"]] == [0.0, 0.1]
+  # One of the two true labels changed: half the multiset is right.
+  assert [r["label_accuracy"] for r in out["rows"]] == [1.0, 0.5]
+  for row in out["rows"]:  # both images share a label: one same-label pair, no other
+    assert isinstance(row["fusion"]["same_label"], float)
+    assert row["fusion"]["different_label"] is None
   assert (tmp_path / "sweep.png").exists()
 
 

@@ -42,6 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Labels.
   c.label_source = "restored"  # restored (from the update) | true (oracle) | given
   c.labels = ""                # label_source=given: comma-separated labels
+  c.wrong_labels = 0           # label_source=true: this many true labels changed to another
+                               # class (Geng et al.'s one-wrong-label finding; data.mislabel)
   c.label_method = "auto"      # auto | a method of jaxinvert.labels
   c.hypotheses = 1             # label hypotheses tried (top-H count vectors)
   c.label_arrangements = 1     # fedavg, known order: mini-batch placements tried per count vector

@@ -193,7 +193,7 @@ def run(config, workdir: str) -> dict:
       "seconds": timer.seconds, "attack_seconds": result.seconds, "steps": result.steps,
       "resumed_from_step": result.resumed_from,
       "per_image_psnr": report["per_image_psnr"], "per_image_ssim": report["per_image_ssim"],
-      "fusion": report["fusion"],
+      "blend": report["blend"],
       "matching": report["matching"], "true_labels": np.sort(true_labels),
       "restored_labels": np.sort(result.labels),
       "label_restoration": label_info,

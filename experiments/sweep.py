@@ -34,7 +34,7 @@ def run(config, workdir: str) -> dict:
     out = reconstruct.run(common.apply_cell(config, cell), os.path.join(workdir, f"cell_{i}"))
     rows.append({"cell": cell, **{k: out[k] for k in (
         "psnr", "ssim", "label_accuracy", "labels_exact", "seconds", "steps",
-        "per_image_psnr", "fusion")}})
+        "per_image_psnr", "blend")}})
   results = {"config": config, "rows": rows}
   files = [os.path.join(workdir, "sweep.png")]
   if config.sweep_x:
@@ -57,11 +57,11 @@ def run(config, workdir: str) -> dict:
   common.announce(workdir, files)
   fmt = lambda v: "-" if v is None else f"{v:.2f}"
   print(f"{'cell':52s} {'PSNR':>7s} {'SSIM':>6s} {'labels':>6s} {'s':>6s} "
-        f"{'fusion same / other label (dB)':>31s}")
+        f"{'blend same / other label':>25s}")
   for r in rows:
     print(f"{cell_name(r['cell'])[:52]:52s} {r['psnr']:7.2f} {r['ssim']:6.3f} "
           f"{r['label_accuracy']:6.2f} {r['seconds']:6.0f} "
-          f"{fmt(r['fusion']['same_label']):>15s} / {fmt(r['fusion']['different_label'])}",
+          f"{fmt(r['blend']['same_label']):>12s} / {fmt(r['blend']['different_label'])}",
           flush=True)
   return results
 

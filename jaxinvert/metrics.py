@@ -78,36 +78,39 @@ def counts_to_labels(counts: Sequence[int]) -> np.ndarray:
   return np.repeat(np.arange(len(counts)), counts).astype(np.int32)
 
 
-def fusion(matched: jax.Array, originals: jax.Array, labels: Sequence[int]
-           ) -> dict[str, float | None]:
-  """How much the reconstructions of images that share a label blend together.
+def blend(matched: jax.Array, originals: jax.Array, labels: Sequence[int]
+          ) -> dict[str, float | None]:
+  """How far each reconstruction has moved towards another image of the batch.
 
   Geng et al. (arXiv 2110.09074) observe that images of one label in a batch come back
-  fused into one blend of the class. For every pair of images i, j this takes
-  ``PSNR(r_i, r_j) - PSNR(x_i, x_j)``: how much closer the two reconstructions are to each
-  other than the two originals are (0: as distinct as the originals; large: one blend),
-  averaged over the pairs that share a true label and, as the control, over the pairs
-  that do not.
+  fused into one blend of the class. For an ordered pair of images i, j this projects
+  the reconstruction r_i onto the segment from x_i to x_j (ours):
+  ``t_ij = <r_i - x_i, x_j - x_i> / |x_j - x_i|^2``, so 0 is x_i itself, 0.5 an even blend
+  of the two and 1 the other image; noise orthogonal to the segment does not move it.
+  Averaged over the ordered pairs that share a true label and, as the control, over
+  those that do not.
 
   Args:
-    matched: ``[B, H, W, C]`` reconstructions in [0, 1], ``matched[i]`` matched to
-      ``originals[i]`` (`match`).
+    matched: ``[B, H, W, C]`` reconstructions, ``matched[i]`` matched to ``originals[i]``
+      (`match`).
     originals: ``[B, H, W, C]``.
     labels: ``[B]`` true labels, in the originals' order.
 
   Returns:
-    ``{"same_label": dB or None, "different_label": dB or None}`` (None where the batch
-    has no such pair).
+    ``{"same_label": mean t or None, "different_label": mean t or None}`` (None where the
+    batch has no such pair).
   """
   labels = np.asarray(labels).ravel()
   if labels.shape[0] != originals.shape[0] or matched.shape != originals.shape:
     raise ValueError(f"matched {matched.shape}, originals {originals.shape} and "
                      f"{labels.shape[0]} labels disagree")
-  gap = np.asarray(pairwise_psnr(matched, matched) - pairwise_psnr(originals, originals),
-                   np.float64)
-  i, j = np.triu_indices(labels.shape[0], k=1)
+  r = np.asarray(matched, np.float64).reshape(labels.shape[0], -1)
+  x = np.asarray(originals, np.float64).reshape(labels.shape[0], -1)
+  i, j = np.nonzero(~np.eye(labels.shape[0], dtype=bool))
+  step = x[j] - x[i]
+  t = np.sum((r[i] - x[i]) * step, axis=1) / np.maximum(np.sum(step * step, axis=1), 1e-12)
   same = labels[i] == labels[j]
-  mean = lambda m: float(gap[i[m], j[m]].mean()) if m.any() else None
+  mean = lambda m: float(t[m].mean()) if m.any() else None
   return {"same_label": mean(same), "different_label": mean(~same)}
 
 
@@ -119,7 +122,7 @@ def reconstruction_report(reconstructions: jax.Array, originals: jax.Array,
   Returns:
     dict with ``psnr`` and ``ssim`` (means after matching), ``per_image_psnr``,
     ``per_image_ssim`` (in the originals' order), ``matching`` (the permutation),
-    ``label_accuracy``, ``labels_exact`` and ``fusion`` (`fusion`).
+    ``label_accuracy``, ``labels_exact`` and ``blend`` (`blend`).
   """
   reconstructions = jnp.clip(jnp.asarray(reconstructions, jnp.float32), 0.0, 1.0)
   perm = match(reconstructions, originals)
@@ -134,5 +137,5 @@ def reconstruction_report(reconstructions: jax.Array, originals: jax.Array,
       "matching": perm.tolist(),
       "label_accuracy": label_accuracy(predicted_labels, true_labels),
       "labels_exact": labels_exact(predicted_labels, true_labels),
-      "fusion": fusion(matched, jnp.asarray(originals, jnp.float32), true_labels),
+      "blend": blend(matched, originals, true_labels),
   }

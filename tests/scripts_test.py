@@ -130,8 +130,8 @@ def test_sweep_writes_table_and_figure(tmp_path):
   # One of the two true labels changed: half the multiset is right.
   assert [r["label_accuracy"] for r in out["rows"]] == [1.0, 0.5]
   for row in out["rows"]:  # both images share a label: one same-label pair, no other
-    assert isinstance(row["fusion"]["same_label"], float)
-    assert row["fusion"]["different_label"] is None
+    assert isinstance(row["blend"]["same_label"], float)
+    assert row["blend"]["different_label"] is None
   assert (tmp_path / "sweep.png").exists()
 
 

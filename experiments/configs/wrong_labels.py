@@ -7,9 +7,10 @@ Command:
 LeNet B=4 (two photos share a label, FedSGD, `lenet_b4.py`'s attack), run with the true
 labels and with 1 or 2 of them changed to another class (`data.mislabel`), on 3 seeds
 (other victims and batches). Expected: PSNR falls by many dB with one wrong label; the
-`fusion` of each row (results.json; `metrics.fusion`) is larger for the pair that shares
-a label than for pairs that do not. sweep.png: PSNR against the number of wrong labels,
-one line per seed.
+`blend` of each row (results.json; `metrics.blend`: 0 = each reconstruction is its own
+image, 0.5 = an even mix with the other image of a pair) is larger for the pair that
+shares a label than for pairs that do not. sweep.png: PSNR against the number of wrong
+labels, one line per seed.
 """
 
 from experiments.configs import lenet_b4

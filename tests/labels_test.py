@@ -1,3 +1,5 @@
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -478,22 +480,22 @@ def test_restore_accepts_smooth_dummies():
 def test_every_method_traces_in_float64():
   # A user with jax_enable_x64 and float64 weights: every method, FedSGD and FedAvg,
   # must trace (a branch that returned float32 beside a float64 one used to fail).
-  # Traced with eval_shape only: this is about dtypes, not values.
+  # Traced with eval_shape only, on shapes and dtypes: this is about dtypes, not values.
   model, variables = _lenet()
   x, y = _batch([1, 1, 4], seed=2, shape=model.image_shape)
   with jax.enable_x64(True):
-    to64 = lambda t: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), t)
+    to64 = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float64), t)
     variables, x = to64(variables), to64(x)
-    grad = victim.fedsgd_update(model.apply, variables, x, y)
+    grad = jax.eval_shape(functools.partial(victim.fedsgd_update, model.apply), variables,
+                          x, y)
     assert jax.tree.leaves(grad)[0].dtype == jnp.float64
-    end = {**variables, "params": jax.tree.map(lambda v, g: v - 0.1 * g,
-                                              variables["params"], grad)}
     common = dict(features_fn=model.features, num_images=3, image_shape=model.image_shape,
                   num_dummies=16, feature_domain=labels.FeatureDomain.UNIT)
     for method in labels.Method:
-      for fn in (lambda k: labels.restore(k, method=method, update=grad,
-                                          variables=variables, **common),
-                 lambda k: labels.restore_fedavg(k, method=method, start=variables, end=end,
-                                                 local_lr=0.1, local_steps=1, **common)):
-        out = jax.eval_shape(fn, jax.random.key(0))
+      fedsgd = lambda k, g, v: labels.restore(k, method=method, update=g, variables=v,
+                                              **common)
+      fedavg = lambda k, g, v: labels.restore_fedavg(k, method=method, start=v, end=v,
+                                                     local_lr=0.1, local_steps=1, **common)
+      for fn in (fedsgd, fedavg):
+        out = jax.eval_shape(fn, jax.random.key(0), grad, variables)
         assert out.counts.shape == (10,), method

@@ -86,12 +86,12 @@ def _hypotheses(config, model, variables, update, true_labels, key,
   With ``config.label_arrangements > 1`` (FedAvg, known client order) every count vector
   is placed on the batch positions in up to that many ways that the client's
   mini-batches tell apart (`simulators.label_arrangements`)."""
-  if config.label_source == "true" and config.wrong_labels:
+  if config.label_source == "true":
+    if not config.wrong_labels:
+      return np.asarray(true_labels)[None], {"method": "true"}
     wrong = data.mislabel(key, true_labels, num_wrong=config.wrong_labels,
                           num_classes=model.num_classes)
     return wrong[None], {"method": f"true, {config.wrong_labels} changed"}
-  if config.label_source == "true":
-    return np.asarray(true_labels)[None], {"method": "true"}
   if config.label_source == "given":
     given = np.array([int(s) for s in config.labels.split(",") if s.strip()], np.int32)
     return given[None], {"method": "given"}

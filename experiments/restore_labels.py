@@ -47,10 +47,18 @@ def validate(config) -> list[dict]:
   common._choice(config, "stats_point", [s.value for s in labels.StatsPoint])  # pylint: disable=protected-access
   common._choice(config, "dummy_dist", [d.value for d in labels.DummyDist])  # pylint: disable=protected-access
   common._choice(config, "fit_space", [s.value for s in labels.FitSpace])  # pylint: disable=protected-access
+  if config.fit_margin != 0 and not config.fit_margin >= 1:
+    common.fail("fit_margin", f"must be 0 (off) or at least 1, got {config.fit_margin}")
   for cell in cells:
     merged = common.apply_cell(config, cell)
     common.validate_victim_and_data(merged)
     common.validate_setting(merged)
+    if merged.setting != "fedsgd":
+      if merged.fit_margin:
+        common.fail("fit_margin", "applies to fedsgd; on a FedAvg update FIT always keeps "
+                    "only a clear winner (labels.FEDAVG_FIT_MARGIN)")
+      if merged.fit_beyond_half:
+        common.fail("fit_beyond_half", "applies to fedsgd (not measured on FedAvg)")
   return cells
 
 
@@ -113,6 +121,8 @@ def run_cell(config, cache: dict) -> dict:
                   feature_domain=feature_domain(model))
     if config.setting == "fedsgd":
       kwargs["fit_space"] = labels.FitSpace(config.fit_space)
+      kwargs["fit_margin"] = config.fit_margin or None
+      kwargs["fit_beyond_half"] = config.fit_beyond_half
     if method == labels.Method.GRADINVERSION and k > num_classes:
       out[name] = {"skipped": f"GradInversion assumes K <= N ({k} > {num_classes})"}
       continue

@@ -227,13 +227,33 @@ def test_fit_hands_over_to_select_where_its_solve_would_be_too_large(space, max_
   np.testing.assert_array_equal(fit(jax.random.key(0)), chosen(jax.random.key(0)))
 
 
-def test_fit_falls_back_to_select_where_the_equations_do_not_pin_the_logits():
-  model, variables, _, _, grad, _ = _case([0, 1, 1, 2, 3, 4])  # 2K > N
+def test_fit_beyond_half_is_opt_in_and_certifies_duplicates(heavy_compile_options):
+  # N/2 < K < N on a confident victim, where SELECT's closed-form scores sit off the
+  # integers: FIT is SELECT unless fit_beyond_half, then its search certifies the multiset;
+  # a margin no fit can meet hands the answer back to SELECT.
+  model, variables, _, _, grad, true = _case([0, 1, 1, 1, 3, 3, 5], scale=4.0)
   kwargs = dict(update=grad, features_fn=model.features, variables=variables,
-                num_images=6, image_shape=model.image_shape)
-  fit, chosen = (jax.jit(lambda k, m=m: labels.restore(k, method=m, **kwargs).counts)(
-      jax.random.key(0)) for m in (labels.Method.FIT, labels.Method.SELECT))
-  np.testing.assert_array_equal(fit, chosen)
+                num_images=7, image_shape=model.image_shape)
+
+  # One program: the four calls share SELECT's and the search's computations.
+  @functools.partial(jax.jit, compiler_options=heavy_compile_options)
+  def run(key):
+    fit = functools.partial(labels.restore, key, method=labels.Method.FIT, **kwargs)
+    return (labels.restore(key, method=labels.Method.SELECT, **kwargs), fit(),
+            fit(fit_beyond_half=True), fit(fit_beyond_half=True, fit_margin=1e30))
+
+  chosen, plain, fitted, unmet = run(jax.random.key(0))
+  np.testing.assert_array_equal(plain.scores, chosen.scores)
+  np.testing.assert_array_equal(unmet.scores, chosen.scores)
+  assert float(jnp.max(jnp.abs(chosen.scores - true))) > 1e-3
+  np.testing.assert_array_equal(fitted.counts, true)
+  np.testing.assert_allclose(fitted.scores, true, atol=1e-4)
+  # K >= N: the update's row space is not K-dimensional; SELECT even with the option.
+  space = labels.FitSpace.SUBSPACE
+  assert labels._fit_iterations(7, _N, 1024, space, beyond_half=True) is not None  # pylint: disable=protected-access
+  assert labels._fit_iterations(_N, _N, 1024, space, beyond_half=True) is None  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="fit_margin"):
+    labels.restore(jax.random.key(0), method=labels.Method.FIT, fit_margin=0.5, **kwargs)
 
 
 def test_fit_needs_a_bias():

@@ -371,6 +371,19 @@ def test_restore_labels_names_an_unknown_fit_space():
     restore_labels.validate(config)
 
 
+@pytest.mark.parametrize("field,value,setting", [("fit_margin", 0.5, "fedsgd"),
+                                                 ("fit_margin", 10.0, "fedavg"),
+                                                 ("fit_beyond_half", True, "fedavg")])
+def test_restore_labels_names_a_fit_option_it_cannot_apply(field, value, setting):
+  config = labels_config.get_config()
+  config.setting, config[field] = setting, value
+  with pytest.raises(ValueError, match=f"config.{field}"):
+    restore_labels.validate(config)
+  config.setting = "fedsgd"
+  if field == "fit_beyond_half" or value >= 1:  # the FedSGD run accepts the option
+    restore_labels.validate(config)
+
+
 def test_bench_speed_refuses_to_time_a_failing_attack(tmp_path, monkeypatch):
   """A step whose gradient is not finite must not be reported as a speed."""
   c = speed_config.get_config()

@@ -235,7 +235,7 @@ def test_fit_beyond_half_is_opt_in_and_certifies_duplicates(heavy_compile_option
   kwargs = dict(update=grad, features_fn=model.features, variables=variables,
                 num_images=7, image_shape=model.image_shape)
 
-  # One program: the four calls share SELECT's and the search's computations.
+  # The four calls in one jitted program: one compilation instead of four.
   @functools.partial(jax.jit, compiler_options=heavy_compile_options)
   def run(key):
     fit = functools.partial(labels.restore, key, method=labels.Method.FIT, **kwargs)

@@ -1,4 +1,5 @@
-"""Count vectors: the last layer's gradient, rounding scores to counts, ranked alternatives.
+"""Count vectors: the last layer's gradient, rounding scores to counts, ranked alternatives,
+how far scores sit from integers.
 
 Shared by the label estimators of `jaxinvert.labels` and the per-image logit fit of
 `jaxinvert.label_fit`.
@@ -161,3 +162,30 @@ def hypotheses(scores: jax.Array, *, num_images: int, num: int, candidates: int 
     raise ValueError(f"asked for {num} label hypotheses, only {available} distinct ones exist "
                      f"within two unit moves")
   return options[order[:num]]
+
+
+def integrality_residual(scores: jax.Array, num_images: int) -> jax.Array:
+  """``sum_n |scores_n - counts_n|`` with counts = `round_counts`: how far an estimate is
+  from the integer count vector it rounds to. Exact counts make it zero; an estimator
+  whose model of the batch is wrong scatters its scores between integers."""
+  return jnp.sum(jnp.abs(scores - round_counts(scores, num_images)))
+
+
+def fractional_distance(scores: jax.Array, num_images: int) -> jax.Array:
+  """Mean ``|scores_n - counts_n|`` over the classes that `round_counts` puts in the batch
+  (counts_n >= 1). About 0.25 for scores whose fractional parts are uniform; near 0 for
+  an estimator whose model of the victim holds. Classes rounded to zero are left out,
+  so an estimator that clips absent classes to exactly 0 (`cluster`) is not made to
+  look integral by them (ours, the gate of `jaxinvert.labels.select`).
+
+  Args:
+    scores: real-valued counts ``[N]``.
+    num_images: K.
+
+  Returns:
+    A scalar, 0 when every class in the batch sits on an integer.
+  """
+  counts = round_counts(scores, num_images)
+  present = counts >= 1
+  return (jnp.sum(jnp.where(present, jnp.abs(scores - counts), 0.0))
+          / jnp.maximum(jnp.sum(present), 1))

@@ -45,7 +45,8 @@ import numpy as np
 
 from jaxinvert import label_fit
 from jaxinvert.counts import (check_update, class_features, classifier_grads,  # re-exported
-                               hypotheses, present_classes, round_counts)
+                               fractional_distance, hypotheses, integrality_residual,
+                               present_classes, round_counts)
 from jaxinvert.label_estimators import (DummyDist, FeatureDomain, FeaturesFn,  # re-exported
                                         LabelEstimate, certain_classes, cluster,
                                         dummy_statistics, geng, geng_bias, gradinversion,
@@ -343,33 +344,6 @@ def with_present(scores: jax.Array, present: jax.Array, num_images: int, *,
   if one_class:
     scores = jnp.where(flagged == 1, (num_images * present).astype(scores.dtype), scores)
   return LabelEstimate(scores, round_counts(scores, num_images, minimum=present))
-
-
-def integrality_residual(scores: jax.Array, num_images: int) -> jax.Array:
-  """``sum_n |scores_n - counts_n|`` with counts = `round_counts`: how far an estimate is
-  from the integer count vector it rounds to. Exact counts make it zero; an estimator
-  whose model of the batch is wrong scatters its scores between integers."""
-  return jnp.sum(jnp.abs(scores - round_counts(scores, num_images)))
-
-
-def fractional_distance(scores: jax.Array, num_images: int) -> jax.Array:
-  """Mean ``|scores_n - counts_n|`` over the classes that `round_counts` puts in the batch
-  (counts_n >= 1). About 0.25 for scores whose fractional parts are uniform; near 0 for
-  an estimator whose model of the victim holds. Classes rounded to zero are left out,
-  so an estimator that clips absent classes to exactly 0 (`cluster`) is not made to
-  look integral by them (ours, the gate of `select`).
-
-  Args:
-    scores: real-valued counts ``[N]``.
-    num_images: K.
-
-  Returns:
-    A scalar, 0 when every class in the batch sits on an integer.
-  """
-  counts = round_counts(scores, num_images)
-  present = counts >= 1
-  return (jnp.sum(jnp.where(present, jnp.abs(scores - counts), 0.0))
-          / jnp.maximum(jnp.sum(present), 1))
 
 
 #: `select`'s bound on `fractional_distance` for an estimate to count as integral.

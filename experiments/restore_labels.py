@@ -299,7 +299,10 @@ def _cell_name(cell: dict) -> str:
 #: jax 0.10.2's XLA:CPU deadlocked (every thread idle, the result never ready) running
 #: `fit` on a 1000-output head vmapped over trials: 4 of 4 runs (2 or 8 trials, also with
 #: --xla_cpu_multi_thread_eigen=false). Without its concurrency-optimized scheduler the
-#: same program finished (docs/labels.md, "Wide heads"). Scripts only; see `labels.restore`.
+#: same program finished. The cause, jaxlib's batched LAPACK kernels waiting on XLA's
+#: thread pool when several run at once, was found later; FIT's programs now order their
+#: LAPACK calls (`label_fit.after`) and the flag stays as a second guard (docs/labels.md,
+#: "Wide heads"). Scripts only; see `labels.restore`.
 XLA_FLAGS = ("--xla_cpu_enable_concurrency_optimized_scheduler=false",)
 
 

@@ -163,11 +163,47 @@ class Span(NamedTuple):
   outside: jax.Array
 
 
+def after(x, *deps):
+  """``x`` plus an exact zero computed from ``deps``: what uses the result runs after them.
+
+  Orders batched LAPACK calls (QR, SVD, Cholesky, ...) one after another within a program.
+  jaxlib 0.10.2's CPU LAPACK kernels split a batch over XLA's intra-op thread pool and block
+  their own pool thread until the pieces are done; when XLA runs as many such calls at
+  once as the pool has threads (it runs independent ops concurrently), every thread waits
+  and the program never finishes (a `gdb` backtrace: the pool's threads in
+  ``jax::ParallelBatchMap`` under ``lapack_*_ffi``; docs/labels.md, "Wide heads"). A data
+  dependency on the previous call keeps them from overlapping. It has to be arithmetic:
+  ``jax.lax.optimization_barrier`` orders the jaxpr but not XLA:CPU's run time (a chain of
+  barriers between Cholesky calls still deadlocked). ``min(|s|, 0)``, with ``s`` a finite
+  number read from ``deps``, is 0 and XLA does not fold it away.
+
+  Args:
+    x: a pytree; its floating-point leaves get the zero added (a copy of each).
+    *deps: pytrees that must be computed first.
+
+  Returns:
+    ``x``, the same values.
+  """
+  firsts = [jnp.ravel(d)[0].astype(jnp.float32) for d in jax.tree.leaves(deps) if jnp.size(d)]
+  if not firsts:
+    return x
+  zero = jnp.minimum(jnp.abs(jnp.nan_to_num(sum(firsts))), 0.0)
+  return jax.tree.map(lambda a: a + zero.astype(a.dtype)
+                      if jnp.issubdtype(jnp.result_type(a), jnp.inexact) else a, x)
+
+
+def classifier_after(update: Params, *deps) -> Params:
+  """`after` on the last layer's entries of ``update`` alone (what the label estimators'
+  LAPACK calls read), so that the rest of the tree is not copied."""
+  return {**update, CLASSIFIER: after(update[CLASSIFIER], *deps)}
+
+
 def span(basis: jax.Array, *, target: Targets) -> Span:
   """The `Span` of ``basis`` ``[N, r]`` for the update of ``target``."""
   frame, _ = jnp.linalg.qr(basis)
   moments = target.moments @ frame
-  return Span(basis, frame, jnp.linalg.pinv(basis), moments,
+  # The pseudo-inverse (an SVD) waits for the QR: see `after`.
+  return Span(basis, frame, jnp.linalg.pinv(after(basis, frame)), moments,
               jnp.sum(jnp.square(target.moments - moments @ frame.T)))
 
 
@@ -385,21 +421,26 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
   """
   target = targets(update, variables=variables, num_images=num_images)
   starts_from = class_logits(update, variables=variables)
-  basis = (feature_basis(update, variables=variables, num_images=num_images)
+  # Its SVD waits for the sources (SELECT's iLRG solves with an SVD too; `after`).
+  basis = (feature_basis(classifier_after(update, base_scores), variables=variables,
+                         num_images=num_images)
            if FitSpace(space) == FitSpace.SUBSPACE else None)
-  fit_all = jax.vmap(lambda k, c: fit_counts(k, counts=c, target=target,
-                                             starts_from=starts_from,
-                                             num_images=num_images, starts=starts,
-                                             iterations=iterations, basis=basis))
+  # Each round's fits (their span's QR and SVD) wait for the last round's: `after`.
+  fit_all = jax.vmap(lambda k, c, b: fit_counts(k, counts=c, target=target,
+                                                starts_from=starts_from,
+                                                num_images=num_images, starts=starts,
+                                                iterations=iterations, basis=b),
+                     in_axes=(0, 0, None))
   propose = jax.vmap(lambda s: hypotheses(s, num_images=num_images, num=per_source,
                                           strict=False, minimum=minimum))
   num_classes = base_scores.shape[-1]
   candidates = propose(base_scores).reshape(-1, num_classes)
-  fits = fit_all(jax.random.split(key, candidates.shape[0]), candidates)
+  fits = fit_all(jax.random.split(key, candidates.shape[0]), candidates, basis)
   for r in range(rounds):
     top = jnp.argsort(fits.residual)[:keep]
     new = propose(fits.scores[top]).reshape(-1, num_classes)
-    new_fits = fit_all(jax.random.split(jax.random.fold_in(key, r + 1), new.shape[0]), new)
+    new_fits = fit_all(jax.random.split(jax.random.fold_in(key, r + 1), new.shape[0]), new,
+                       None if basis is None else after(basis, fits.residual))
     candidates = jnp.concatenate([candidates, new])
     fits = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), fits, new_fits)
   residual = fits.residual

@@ -136,10 +136,9 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
       ``fit_beyond_half``), with a dense solve per iteration of at most this many
       unknowns: the subspace stage (K^2) and a polish over all K N logits where K N is
       at most this; the subspace fit alone where only K^2 is (wide heads, e.g. N = 1000,
-      `FitSpace.SUBSPACE` only); elsewhere it returns SELECT. On XLA:CPU (jax 0.10.2) that
-      wide-head program, vmapped over trials, deadlocked unless XLA_FLAGS holds
-      ``--xla_cpu_enable_concurrency_optimized_scheduler=false`` (docs/labels.md, "Wide
-      heads"; experiments/restore_labels.py sets it).
+      `FitSpace.SUBSPACE` only); elsewhere it returns SELECT. On XLA:CPU (jax 0.10.2)
+      overlapping LAPACK calls deadlocked that wide-head program; FIT's programs order
+      them (`label_fit.after`; docs/labels.md, "Wide heads").
     fit_tolerance: `Method.FIT` keeps SELECT's answer when no candidate fits the update
       to this relative squared residual.
     fit_space: where `Method.FIT` fits each candidate's logits (`label_fit.FitSpace`).
@@ -244,8 +243,10 @@ def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variable
   common = dict(update=update, features_fn=features_fn, variables=variables,
                 num_images=num_images, image_shape=image_shape, num_dummies=num_dummies,
                 dummy_dist=dummy_dist)
-  base = [restore(k, method=m, feature_domain=feature_domain, **common)
-          for k, m in zip(keys, select_from)]
+  base = []  # each waits for the one before (ILRG and CLUSTER solve with an SVD; `after`)
+  for k, m in zip(keys, select_from):
+    waited = {**common, "update": label_fit.classifier_after(update, *[e.scores for e in base])}
+    base.append(restore(k, method=m, feature_domain=feature_domain, **waited))
   # RECENTRED takes part only where it sits on integers; elsewhere geng_bias, from the
   # same dummies, stands in (ours): once the victim is confident it is seldom integral
   # and, kept in, cost label accuracy (docs/labels.md).
@@ -437,23 +438,29 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
   kwargs = {"select_from": FEDAVG_SELECT_FROM, **kwargs}
   method = Method(method)
   if method not in (Method.SELECT, Method.FIT):
-    scores = jnp.mean(jnp.stack([
-        restore(key, method=method, update=gradient, features_fn=features_fn,
-                variables=interpolate(start, end, t), num_images=num_images,
-                image_shape=image_shape, **kwargs).scores for t in ts]), axis=0)
+    per_point = []  # each point waits for the one before (ILRG's SVD; `label_fit.after`)
+    for t in ts:
+      per_point.append(restore(
+          key, method=method, update=label_fit.classifier_after(gradient, *per_point[-1:]),
+          features_fn=features_fn, variables=interpolate(start, end, t),
+          num_images=num_images, image_shape=image_shape, **kwargs).scores)
+    scores = jnp.mean(jnp.stack(per_point), axis=0)
     return LabelEstimate(scores, round_counts(scores, num_images))
   check_update(gradient, start, num_images)
   domain = kwargs.get("feature_domain", FeatureDomain.NONNEGATIVE)
-  select_kwargs = dict(update=gradient, features_fn=features_fn, num_images=num_images,
+  select_kwargs = dict(features_fn=features_fn, num_images=num_images,
                        image_shape=image_shape, num_dummies=kwargs.pop("num_dummies", None),
                        dummy_dist=kwargs.pop("dummy_dist", DummyDist.UNIFORM),
                        feature_domain=kwargs.pop("feature_domain", domain),
                        select_from=_closed_forms(kwargs.pop("select_from")))
   if kwargs:  # as `restore` would: a misspelt option must not pass silently
     raise TypeError(f"restore_fedavg got unexpected keyword arguments {sorted(kwargs)}")
-  # One SELECT per point; FIT reuses the one at fit_point when it is on the trajectory.
-  selected = {t: _select(key, variables=interpolate(start, end, t), **select_kwargs)
-              for t in ts}
+  # One SELECT per point, each after the one before (their SVDs; `label_fit.after`); FIT
+  # reuses the one at fit_point when it is on the trajectory.
+  selected = {}
+  for t in ts:
+    waited = label_fit.classifier_after(gradient, *[e.scores for e, _ in selected.values()][-1:])
+    selected[t] = _select(key, update=waited, variables=interpolate(start, end, t), **select_kwargs)
   scores = jnp.mean(jnp.stack([estimate.scores for estimate, _ in selected.values()]), axis=0)
   chosen = with_present(scores, certain_classes(gradient, num_images, domain), num_images)
   fit_space = fit_kwargs.get("fit_space", label_fit.FitSpace.SUBSPACE)
@@ -463,10 +470,11 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
     return chosen
   middle = interpolate(start, end, fit_point)
   fit_inputs = (selected[fit_point][1] if fit_point in selected
-                else _select(key, variables=middle, **select_kwargs)[1])
+                else _select(key, update=label_fit.classifier_after(gradient, scores),
+                             variables=middle, **select_kwargs)[1])
   fitted, counts, residual, runner_up = _fit(
-      fit_inputs, update=gradient, variables=middle, num_images=num_images,
-      fit_space=fit_space, iterations=iterations)
+      fit_inputs, update=label_fit.classifier_after(gradient, scores), variables=middle,
+      num_images=num_images, fit_space=fit_space, iterations=iterations)
   trusted = (runner_up >= fit_margin * residual) & ~fit_inputs.decided
   return LabelEstimate(jnp.where(trusted, fitted, chosen.scores),
                        jnp.where(trusted, counts, chosen.counts))

@@ -268,3 +268,80 @@ def test_lenient_hypotheses_have_a_static_shape():
   assert rows.shape == (7, 2)
   with pytest.raises(ValueError, match="only"):
     counts_lib.hypotheses(jnp.array([1.0, 0.0]), num_images=1, num=7)
+
+
+#: Primitives that XLA:CPU runs as jaxlib's LAPACK kernels (`label_fit.after`).
+_LAPACK = {"svd", "qr", "householder_product", "geqrf", "cholesky", "triangular_solve",
+           "lu", "eigh", "eig", "schur", "hessenberg", "tridiagonal", "tridiagonal_solve"}
+
+
+def _sub_jaxprs(eqn):
+  for value in eqn.params.values():
+    for item in value if isinstance(value, (tuple, list)) else (value,):
+      if isinstance(item, jax.extend.core.ClosedJaxpr):
+        yield item.jaxpr
+      elif isinstance(item, jax.extend.core.Jaxpr):
+        yield item
+
+
+def _calls_lapack(eqn) -> bool:
+  return eqn.primitive.name in _LAPACK or any(
+      _calls_lapack(e) for j in _sub_jaxprs(eqn) for e in j.eqns)
+
+
+def _unordered_lapack_pairs(jaxpr) -> list:
+  """Pairs of equations, at any depth, that both run LAPACK with neither using the other's
+  output (directly or through others): XLA may run them at once."""
+  producer, depends, found = {}, [], []
+  for i, eqn in enumerate(jaxpr.eqns):
+    deps = set()
+    for v in eqn.invars:
+      if isinstance(v, jax.extend.core.Var) and v in producer:
+        deps |= {producer[v]} | depends[producer[v]]
+    depends.append(deps)
+    for v in eqn.outvars:
+      producer[v] = i
+  lapack = [i for i, e in enumerate(jaxpr.eqns) if _calls_lapack(e)]
+  found += [(jaxpr.eqns[a].primitive.name, jaxpr.eqns[b].primitive.name)
+            for n, a in enumerate(lapack) for b in lapack[n + 1:] if a not in depends[b]]
+  for eqn in jaxpr.eqns:
+    for sub in _sub_jaxprs(eqn):
+      found += _unordered_lapack_pairs(sub)
+  return found
+
+
+def test_after_keeps_values_and_orders_every_lapack_call_of_fit():
+  # jaxlib 0.10.2's CPU LAPACK kernels deadlock when XLA runs as many of them at once as
+  # its thread pool has threads (`label_fit.after`), so FIT's programs chain them: every
+  # two LAPACK calls, at any depth, must be ordered by data, FedSGD and FedAvg, one trial
+  # and vmapped over trials (traced, not compiled).
+  x = {"a": jnp.arange(3.0), "n": jnp.arange(2)}
+  out = label_fit.after(x, jnp.array([jnp.nan, 1.0]), {"i": jnp.inf})
+  assert np.asarray(out["a"]).tolist() == [0, 1, 2] and out["n"].dtype == x["n"].dtype
+  # The dependency is arithmetic, so XLA keeps it (an optimization barrier it did not keep
+  # at run time): the compiled program still computes the zero the second factor reads.
+  def two_factors(a, b):
+    first = jax.lax.linalg.cholesky(a)
+    return first, jax.lax.linalg.cholesky(label_fit.after(b, first))
+  eye = jnp.broadcast_to(jnp.eye(4), (3, 4, 4))
+  hlo = jax.jit(two_factors).lower(eye, eye).compile().as_text()
+  assert "minimum(" in hlo and hlo.count('"lapack_spotrf_ffi"') == 2
+  model, variables, _, _, grad, _ = _case([1, 1, 4])
+  common = dict(method=labels.Method.FIT, features_fn=model.features, num_images=3,
+                image_shape=model.image_shape)
+  fedsgd = lambda k, g: labels.restore(k, update=g, variables=variables, **common).counts
+  end = {**variables, "params": jax.tree.map(lambda p, g: p - 0.1 * g,
+                                             variables["params"], grad)}
+  fedavg = lambda k, _: labels.restore_fedavg(k, start=variables, end=end, local_lr=0.1,
+                                              local_steps=1, **common).counts
+  keys = jax.random.split(jax.random.key(0), 2)
+  grads = jax.tree.map(lambda a: jnp.stack([a, a]), grad)
+  for fn in (fedsgd, fedavg):
+    for jaxpr in (jax.make_jaxpr(fn)(keys[0], grad), jax.make_jaxpr(jax.vmap(fn))(keys, grads)):
+      names = {e.primitive.name for e in jaxpr.jaxpr.eqns}
+      assert any(_calls_lapack(e) for e in jaxpr.jaxpr.eqns), names
+      assert _unordered_lapack_pairs(jaxpr.jaxpr) == []
+  # The check can fail: two independent SVDs in one program are unordered.
+  two = jax.make_jaxpr(lambda a, b: (jnp.linalg.svd(a)[1], jnp.linalg.svd(b)[1]))(
+      jnp.eye(3), jnp.eye(3))
+  assert len(_unordered_lapack_pairs(two.jaxpr)) == 1

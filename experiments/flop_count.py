@@ -65,13 +65,15 @@ def _as_jaxpr(value: Any):
   return value if hasattr(value, "eqns") else None
 
 
-def _sub_jaxprs(value: Any):
+def sub_jaxprs(value: Any):
+  """The open jaxprs in an equation's parameter ``value`` (one, or a tuple / list of them,
+  e.g. `cond`'s branches); nothing for any other parameter."""
   jaxpr = _as_jaxpr(value)
   if jaxpr is not None:
     yield jaxpr
   elif isinstance(value, (tuple, list)):
     for v in value:
-      yield from _sub_jaxprs(v)
+      yield from sub_jaxprs(v)
 
 
 def _count(jaxpr, loops: list[str]) -> float:
@@ -83,9 +85,9 @@ def _count(jaxpr, loops: list[str]) -> float:
     elif name == "conv_general_dilated":
       total += _conv_flops(eqn)
     elif name == "cond":
-      total += max(_count(j, loops) for j in _sub_jaxprs(eqn.params["branches"]))
+      total += max(_count(j, loops) for j in sub_jaxprs(eqn.params["branches"]))
     else:
-      inner = sum(_count(j, loops) for v in eqn.params.values() for j in _sub_jaxprs(v))
+      inner = sum(_count(j, loops) for v in eqn.params.values() for j in sub_jaxprs(v))
       if name == "scan":
         inner *= eqn.params["length"]
       elif name == "while" and inner:

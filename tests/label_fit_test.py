@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import flop_count
 from jaxinvert import counts as counts_lib
 from jaxinvert import label_fit, labels, models, victim
 from jaxinvert.types import CLASSIFIER
@@ -276,12 +277,7 @@ _LAPACK = {"svd", "qr", "householder_product", "geqrf", "cholesky", "triangular_
 
 
 def _sub_jaxprs(eqn):
-  for value in eqn.params.values():
-    for item in value if isinstance(value, (tuple, list)) else (value,):
-      if isinstance(item, jax.extend.core.ClosedJaxpr):
-        yield item.jaxpr
-      elif isinstance(item, jax.extend.core.Jaxpr):
-        yield item
+  return [j for value in eqn.params.values() for j in flop_count.sub_jaxprs(value)]
 
 
 def _calls_lapack(eqn) -> bool:

@@ -243,7 +243,7 @@ def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variable
   common = dict(update=update, features_fn=features_fn, variables=variables,
                 num_images=num_images, image_shape=image_shape, num_dummies=num_dummies,
                 dummy_dist=dummy_dist)
-  base = []  # each waits for the one before (ILRG and CLUSTER solve with an SVD; `after`)
+  base = []  # each waits for those before (ILRG and CLUSTER solve with an SVD; `after`)
   for k, m in zip(keys, select_from):
     waited = {**common, "update": label_fit.classifier_after(update, *[e.scores for e in base])}
     base.append(restore(k, method=m, feature_domain=feature_domain, **waited))
@@ -438,10 +438,10 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
   kwargs = {"select_from": FEDAVG_SELECT_FROM, **kwargs}
   method = Method(method)
   if method not in (Method.SELECT, Method.FIT):
-    per_point = []  # each point waits for the one before (ILRG's SVD; `label_fit.after`)
+    per_point = []  # each point waits for those before (ILRG's SVD; `label_fit.after`)
     for t in ts:
       per_point.append(restore(
-          key, method=method, update=label_fit.classifier_after(gradient, *per_point[-1:]),
+          key, method=method, update=label_fit.classifier_after(gradient, *per_point),
           features_fn=features_fn, variables=interpolate(start, end, t),
           num_images=num_images, image_shape=image_shape, **kwargs).scores)
     scores = jnp.mean(jnp.stack(per_point), axis=0)
@@ -455,11 +455,11 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
                        select_from=_closed_forms(kwargs.pop("select_from")))
   if kwargs:  # as `restore` would: a misspelt option must not pass silently
     raise TypeError(f"restore_fedavg got unexpected keyword arguments {sorted(kwargs)}")
-  # One SELECT per point, each after the one before (their SVDs; `label_fit.after`); FIT
+  # One SELECT per point, each after those before (their SVDs; `label_fit.after`); FIT
   # reuses the one at fit_point when it is on the trajectory.
   selected = {}
   for t in ts:
-    waited = label_fit.classifier_after(gradient, *[e.scores for e, _ in selected.values()][-1:])
+    waited = label_fit.classifier_after(gradient, *[e.scores for e, _ in selected.values()])
     selected[t] = _select(key, update=waited, variables=interpolate(start, end, t), **select_kwargs)
   scores = jnp.mean(jnp.stack([estimate.scores for estimate, _ in selected.values()]), axis=0)
   chosen = with_present(scores, certain_classes(gradient, num_images, domain), num_images)

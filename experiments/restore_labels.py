@@ -47,6 +47,9 @@ def validate(config) -> list[dict]:
   common._choice(config, "stats_point", [s.value for s in labels.StatsPoint])  # pylint: disable=protected-access
   common._choice(config, "dummy_dist", [d.value for d in labels.DummyDist])  # pylint: disable=protected-access
   common._choice(config, "fit_space", [s.value for s in labels.FitSpace])  # pylint: disable=protected-access
+  if config.fit_support_limit < -1:
+    common.fail("fit_support_limit", f"must be -1 (the library's), 0 (off) or positive, "
+                f"got {config.fit_support_limit}")
   if config.fit_margin != 0 and not config.fit_margin >= 1:
     common.fail("fit_margin", f"must be 0 (off) or at least 1, got {config.fit_margin}")
   for cell in cells:
@@ -123,6 +126,8 @@ def run_cell(config, cache: dict) -> dict:
       kwargs["fit_space"] = labels.FitSpace(config.fit_space)
       kwargs["fit_margin"] = config.fit_margin or None
       kwargs["fit_beyond_half"] = config.fit_beyond_half
+    if config.fit_support_limit >= 0:
+      kwargs["fit_support_limit"] = config.fit_support_limit
     if method == labels.Method.GRADINVERSION and k > num_classes:
       out[name] = {"skipped": f"GradInversion assumes K <= N ({k} > {num_classes})"}
       continue

@@ -1,5 +1,5 @@
 """Count vectors: the last layer's gradient, rounding scores to counts, ranked alternatives,
-how far scores sit from integers.
+every vector on a given set of classes, how far scores sit from integers.
 
 Shared by the label estimators of `jaxinvert.labels` and the per-image logit fit of
 `jaxinvert.label_fit`.
@@ -7,7 +7,9 @@ Shared by the label estimators of `jaxinvert.labels` and the per-image logit fit
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -162,6 +164,51 @@ def hypotheses(scores: jax.Array, *, num_images: int, num: int, candidates: int 
     raise ValueError(f"asked for {num} label hypotheses, only {available} distinct ones exist "
                      f"within two unit moves")
   return options[order[:num]]
+
+
+def support_size(num_images: int) -> int:
+  """Rows of `on_support`: the most count vectors any set of classes holds,
+  ``C(K - 1, floor((K - 1) / 2))`` (35 at K = 8, 126 at K = 10, 6435 at K = 16)."""
+  if num_images <= 0:
+    raise ValueError(f"the number of images must be positive, got {num_images}")
+  return math.comb(num_images - 1, (num_images - 1) // 2)
+
+
+@functools.lru_cache(maxsize=None)
+def _compositions(num_images: int) -> np.ndarray:
+  """``[K, support_size(K), K]`` int32: at ``m - 1``, the compositions of K into m positive
+  parts (stars and bars: the C(K - 1, m - 1) ways to cut 1..K-1), in the first m columns,
+  rows repeated to the common length."""
+  table = np.zeros((num_images, support_size(num_images), num_images), np.int32)
+  for m in range(1, num_images + 1):
+    rows = [np.diff((0, *cuts, num_images))
+            for cuts in itertools.combinations(range(1, num_images), m - 1)]
+    table[m - 1, :, :m] = np.resize(np.asarray(rows, np.int32), (table.shape[1], m))
+  return table
+
+
+def on_support(classes: jax.Array, *, num_images: int) -> jax.Array:
+  """Every count vector with at least one image in each of ``classes`` and none elsewhere.
+
+  Ours, for `jaxinvert.label_fit.search`: where the sign rule (`present_classes`) has found
+  every class of the batch, the true count vector is one of these, however far the
+  estimators' scores sit from it. Static shape: m classes hold C(K - 1, m - 1) vectors,
+  and the rows repeat up to `support_size`.
+
+  Args:
+    classes: bool ``[N]``.
+    num_images: K.
+
+  Returns:
+    ``[support_size(K), N]`` int32; every entry -1 (no valid count vector) when no class
+    or more than K classes are given.
+  """
+  classes = jnp.asarray(classes, bool)
+  num = jnp.sum(classes)
+  slots = jnp.asarray(_compositions(num_images))[jnp.clip(num, 1, num_images) - 1]
+  order = jnp.argsort(~classes, stable=True)[:num_images]  # the given classes first
+  vectors = slots @ jax.nn.one_hot(order, classes.shape[0], dtype=jnp.int32)
+  return jnp.where((num >= 1) & (num <= num_images), vectors, -1)
 
 
 def integrality_residual(scores: jax.Array, num_images: int) -> jax.Array:

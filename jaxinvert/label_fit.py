@@ -19,7 +19,8 @@ certifies a count vector, which none of the closed forms (Geng et al., iLRG) can
 they all assume how the batch's softmax mass is spread, which training breaks (see the
 docs/labels.md), while here each image's softmax is fitted.
 
-Search: candidate count vectors from other estimators' hypotheses, each fitted by
+Search: candidate count vectors from other estimators' hypotheses, and optionally every
+vector on the classes the sign rule found (`counts.on_support`), each fitted by
 Levenberg-Marquardt from several starts; then, from the best fits, the bias form with
 the fitted softmax (``c = sum_k softmax(z_k) - K db``, exact for the true logits) and its
 hypotheses, fitted again, for some rounds. The answer is the lowest residual. The fit
@@ -48,7 +49,8 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg
 
-from jaxinvert.counts import class_features, classifier_grads, hypotheses
+from jaxinvert.counts import (class_features, classifier_grads, hypotheses, on_support,
+                              support_size)
 from jaxinvert.types import CLASSIFIER, Params, Variables
 
 
@@ -391,7 +393,7 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
 def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables: Variables,
            num_images: int, per_source: int = 8, rounds: int = 2, keep: int = 4,
            starts: int = 3, iterations: int = POLISH_ITERATIONS,
-           minimum: jax.Array | None = None,
+           minimum: jax.Array | None = None, support_limit: int = 0,
            space: FitSpace = FitSpace.SUBSPACE
            ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """The count vector with the lowest fit residual among candidates (module docstring).
@@ -411,6 +413,12 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
     minimum: ``[N]`` counts the answer must reach (e.g. `counts.present_classes`);
       every candidate is drawn at or above it (`counts.hypotheses`), and any that is
       not is never returned.
+    support_limit: with ``minimum``, where K images fit on a set of classes in at most
+      this many ways (`counts.support_size`), every count vector on exactly the classes
+      ``minimum`` requires (`counts.on_support`) is a first-round candidate too (ours).
+      Where the sign rule has found all of the batch's classes the truth is then among
+      the candidates, which the estimators' hypotheses (one or two unit moves between
+      the classes of smallest margin) often miss once the victim is trained. 0: off.
     space: where each fit starts (`FitSpace`; the default is `labels.restore`'s).
 
   Returns:
@@ -435,6 +443,9 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
                                           strict=False, minimum=minimum))
   num_classes = base_scores.shape[-1]
   candidates = propose(base_scores).reshape(-1, num_classes)
+  if minimum is not None and support_size(num_images) <= support_limit:
+    candidates = jnp.concatenate(
+        [candidates, on_support(jnp.asarray(minimum) > 0, num_images=num_images)])
   fits = fit_all(jax.random.split(key, candidates.shape[0]), candidates, basis)
   for r in range(rounds):
     top = jnp.argsort(fits.residual)[:keep]

@@ -109,6 +109,11 @@ DEFAULT_METHOD = Method.FIT
 #: the polish over all logits, K^2 for the subspace stage, which alone fits wide heads.
 FIT_MAX_UNKNOWNS = 1024
 
+#: `restore`'s FIT also fits every count vector on the sign rule's classes where K images
+#: fit on them in at most this many ways (`counts.support_size`: K <= 10, 126 vectors at
+#: most; 6435 at K = 16 would cost more than the rest of the search). See docs/labels.md.
+FIT_SUPPORT_LIMIT = 128
+
 
 def restore(key: jax.Array, *, method: Method, update: Params, features_fn: FeaturesFn,
             variables: Variables, num_images: int, image_shape,
@@ -117,6 +122,7 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
             fit_max_unknowns: int = FIT_MAX_UNKNOWNS, fit_tolerance: float = 1e-6,
             fit_space: label_fit.FitSpace = label_fit.FitSpace.SUBSPACE,
             fit_beyond_half: bool = False, fit_margin: float | None = None,
+            fit_support_limit: int = FIT_SUPPORT_LIMIT,
             select_from: Sequence[Method] | None = None) -> LabelEstimate:
   """Label counts from a FedSGD gradient (or a FedAvg average gradient) by ``method``.
 
@@ -157,6 +163,9 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
       whose `FEDAVG_FIT_MARGIN` is 10). Stricter: beyond N / 2 after 100 training steps
       10 let 2 wrong vectors through in 32 batches against 7 for the tolerance alone,
       but turned away 2 true ones (docs/labels.md).
+    fit_support_limit: FIT also tries every count vector on the sign rule's classes
+      where there are at most this many (`label_fit.search`'s ``support_limit``; the
+      default covers K <= 10; 0: off).
     select_from: the estimators SELECT / FIT combine (default `SELECT_FROM`;
       `restore_fedavg` passes `FEDAVG_SELECT_FROM`).
 
@@ -197,7 +206,8 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
       return chosen
     scores, counts, residual, runner_up = _fit(fit_inputs, update=update,
                                                variables=variables, num_images=num_images,
-                                               fit_space=fit_space, iterations=iterations)
+                                               fit_space=fit_space, iterations=iterations,
+                                               support_limit=fit_support_limit)
     certified = (residual <= fit_tolerance) & ~fit_inputs.decided
     if fit_margin is not None:
       certified &= runner_up >= fit_margin * residual
@@ -267,7 +277,7 @@ def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variable
 
 
 def _fit(inputs: _FitInputs, *, update: Params, variables: Variables, num_images: int,
-         fit_space: label_fit.FitSpace, iterations: int
+         fit_space: label_fit.FitSpace, iterations: int, support_limit: int = 0
          ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """`label_fit.search` from SELECT's sources; skipped where the sign rule has decided."""
   num_classes, dtype = inputs.sources.shape[-1], inputs.sources.dtype
@@ -276,7 +286,7 @@ def _fit(inputs: _FitInputs, *, update: Params, variables: Variables, num_images
     scores, counts, residual, runner_up = label_fit.search(
         inputs.key, base_scores=inputs.sources, update=update, variables=variables,
         num_images=num_images, minimum=inputs.present, space=label_fit.FitSpace(fit_space),
-        iterations=iterations)
+        iterations=iterations, support_limit=support_limit)
     return scores.astype(dtype), counts, residual.astype(dtype), runner_up.astype(dtype)
 
   # The sign rule has decided (K classes flagged, or one): skip the search. Under vmap
@@ -413,6 +423,7 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
   open, the runner-up fitted 12x to 600x worse than the best in 21 batches, and the best
   was exact in all 21; in the other 23 the runner-up sat within 1.5x and the best was
   exact in 3. Exact rates, lr 1e-3: 23 of 24 (SELECT 18); lr 1e-2: 8 of 24 (SELECT 7).
+  ``fit_support_limit`` (`restore`'s) is 0 here unless passed: not measured on FedAvg.
 
   Raises:
     ValueError: ``fit_tolerance`` (FedSGD's certificate; here ``fit_margin`` decides),
@@ -434,7 +445,8 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
       raise ValueError(f"trajectory_points must be >= 1, got {trajectory_points}")
     ts = (np.linspace(0.0, 1.0, trajectory_points) if trajectory_points > 1
           else np.array([0.5])).tolist()
-  fit_kwargs = {k: kwargs.pop(k) for k in ("fit_max_unknowns", "fit_space") if k in kwargs}
+  fit_kwargs = {k: kwargs.pop(k) for k in ("fit_max_unknowns", "fit_space", "fit_support_limit")
+                if k in kwargs}
   kwargs = {"select_from": FEDAVG_SELECT_FROM, **kwargs}
   method = Method(method)
   if method not in (Method.SELECT, Method.FIT):
@@ -474,7 +486,8 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
                              variables=middle, **select_kwargs)[1])
   fitted, counts, residual, runner_up = _fit(
       fit_inputs, update=label_fit.classifier_after(gradient, scores), variables=middle,
-      num_images=num_images, fit_space=fit_space, iterations=iterations)
+      num_images=num_images, fit_space=fit_space, iterations=iterations,
+      support_limit=fit_kwargs.get("fit_support_limit", 0))
   trusted = (runner_up >= fit_margin * residual) & ~fit_inputs.decided
   return LabelEstimate(jnp.where(trusted, fitted, chosen.scores),
                        jnp.where(trusted, counts, chosen.counts))

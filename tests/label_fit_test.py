@@ -264,6 +264,42 @@ def test_fit_needs_a_bias():
     label_fit.targets(no_bias, variables=variables, num_images=2)
 
 
+def test_on_support_lists_every_count_vector_on_the_classes():
+  assert [counts_lib.support_size(k) for k in (1, 4, 8, 10, 16)] == [1, 3, 35, 126, 6435]
+  with pytest.raises(ValueError, match="positive"):
+    counts_lib.support_size(0)
+  classes = np.zeros(20, bool)
+  for flagged, distinct in (([3, 7, 12, 16], 35), ([1, 2], 7), ([5], 1)):
+    classes[:] = False
+    classes[flagged] = True
+    rows = np.asarray(counts_lib.on_support(jnp.asarray(classes), num_images=8))
+    assert rows.shape == (35, 20)
+    assert len({tuple(r) for r in rows}) == distinct  # C(7, m - 1); the rest repeat
+    assert np.all(rows.sum(1) == 8)
+    assert np.all(rows[:, classes] >= 1) and np.all(rows[:, ~classes] == 0)
+  for flagged in ([], list(range(9))):  # no class, or more classes than images
+    classes[:] = False
+    classes[flagged] = True
+    assert np.all(np.asarray(counts_lib.on_support(jnp.asarray(classes), num_images=8)) == -1)
+
+
+def test_search_finds_the_truth_on_the_sign_rules_classes_where_sources_miss_it():
+  # One source whose rounding puts the duplicate on the wrong class, one hypothesis per
+  # source and no refinement: only the vectors on the flagged classes can reach the truth.
+  _, variables, _, _, grad, true = _case([1, 1, 4, 7], scale=4.0)
+  wrong = true.at[1].add(-1).at[4].add(1)
+  search = jax.jit(lambda limit: label_fit.search(
+      jax.random.key(0), base_scores=wrong[None].astype(jnp.float32), update=grad,
+      variables=variables, num_images=4, per_source=1, rounds=0, minimum=true > 0,
+      support_limit=limit), static_argnums=0)
+  _, counts, residual, _ = search(0)
+  np.testing.assert_array_equal(counts, wrong)
+  assert float(residual) > 1e-5
+  _, counts, residual, runner_up = search(counts_lib.support_size(4))
+  np.testing.assert_array_equal(counts, true)
+  assert float(residual) < 1e-8 and float(runner_up) > 1e-5
+
+
 def test_lenient_hypotheses_have_a_static_shape():
   rows = counts_lib.hypotheses(jnp.array([1.0, 0.0]), num_images=1, num=7, strict=False)
   assert rows.shape == (7, 2)

@@ -443,10 +443,15 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
                                           strict=False, minimum=minimum))
   num_classes = base_scores.shape[-1]
   candidates = propose(base_scores).reshape(-1, num_classes)
-  if minimum is not None and support_size(num_images) <= support_limit:
-    candidates = jnp.concatenate(
-        [candidates, on_support(jnp.asarray(minimum) > 0, num_images=num_images)])
   fits = fit_all(jax.random.split(key, candidates.shape[0]), candidates, basis)
+  if minimum is not None and support_size(num_images) <= support_limit:
+    # Keys of their own, so that the hypotheses' fits are those without this option.
+    extra = on_support(jnp.asarray(minimum) > 0, num_images=num_images)
+    extra_keys = jax.random.split(jax.random.fold_in(key, 2 ** 31), extra.shape[0])
+    extra_fits = fit_all(extra_keys, extra,
+                         None if basis is None else after(basis, fits.residual))
+    candidates = jnp.concatenate([candidates, extra])
+    fits = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), fits, extra_fits)
   for r in range(rounds):
     top = jnp.argsort(fits.residual)[:keep]
     new = propose(fits.scores[top]).reshape(-1, num_classes)

@@ -176,6 +176,8 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
   method = Method(method)
   if fit_margin is not None and not fit_margin >= 1.0:
     raise ValueError(f"fit_margin must be None or at least 1, got {fit_margin}")
+  if fit_support_limit < 0:
+    raise ValueError(f"fit_support_limit must be >= 0 (0: off), got {fit_support_limit}")
   select_from = _closed_forms(SELECT_FROM if select_from is None else select_from)
   common = dict(update=update, features_fn=features_fn, variables=variables,
                 num_images=num_images, image_shape=image_shape, num_dummies=num_dummies,

@@ -255,6 +255,8 @@ def test_fit_beyond_half_is_opt_in_and_certifies_duplicates(heavy_compile_option
   assert labels._fit_iterations(_N, _N, 1024, space, beyond_half=True) is None  # pylint: disable=protected-access
   with pytest.raises(ValueError, match="fit_margin"):
     labels.restore(jax.random.key(0), method=labels.Method.FIT, fit_margin=0.5, **kwargs)
+  with pytest.raises(ValueError, match="fit_support_limit"):
+    labels.restore(jax.random.key(0), method=labels.Method.FIT, fit_support_limit=-1, **kwargs)
 
 
 def test_fit_needs_a_bias():

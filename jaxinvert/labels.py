@@ -425,7 +425,8 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
   open, the runner-up fitted 12x to 600x worse than the best in 21 batches, and the best
   was exact in all 21; in the other 23 the runner-up sat within 1.5x and the best was
   exact in 3. Exact rates, lr 1e-3: 23 of 24 (SELECT 18); lr 1e-2: 8 of 24 (SELECT 7).
-  ``fit_support_limit`` (`restore`'s) is 0 here unless passed: not measured on FedAvg.
+  ``fit_support_limit`` (`restore`'s) is 0 here unless passed: on the lr 1e-2 cells it
+  changed no batch's answer, for up to 2x the time (docs/labels.md).
 
   Raises:
     ValueError: ``fit_tolerance`` (FedSGD's certificate; here ``fit_margin`` decides),

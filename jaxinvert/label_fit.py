@@ -433,7 +433,6 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
   basis = (feature_basis(classifier_after(update, base_scores), variables=variables,
                          num_images=num_images)
            if FitSpace(space) == FitSpace.SUBSPACE else None)
-  # Each round's fits (their span's QR and SVD) wait for the last round's: `after`.
   fit_all = jax.vmap(lambda k, c, b: fit_counts(k, counts=c, target=target,
                                                 starts_from=starts_from,
                                                 num_images=num_images, starts=starts,
@@ -444,21 +443,22 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
   num_classes = base_scores.shape[-1]
   candidates = propose(base_scores).reshape(-1, num_classes)
   fits = fit_all(jax.random.split(key, candidates.shape[0]), candidates, basis)
+
+  def fit_more(new, new_key, candidates, fits):
+    # These fits (their span's QR and SVD) wait for the earlier ones: `after`.
+    new_fits = fit_all(jax.random.split(new_key, new.shape[0]), new,
+                       None if basis is None else after(basis, fits.residual))
+    return (jnp.concatenate([candidates, new]),
+            jax.tree.map(lambda a, b: jnp.concatenate([a, b]), fits, new_fits))
+
   if minimum is not None and support_size(num_images) <= support_limit:
     # Keys of their own, so that the hypotheses' fits are those without this option.
-    extra = on_support(jnp.asarray(minimum) > 0, num_images=num_images)
-    extra_keys = jax.random.split(jax.random.fold_in(key, 2 ** 31), extra.shape[0])
-    extra_fits = fit_all(extra_keys, extra,
-                         None if basis is None else after(basis, fits.residual))
-    candidates = jnp.concatenate([candidates, extra])
-    fits = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), fits, extra_fits)
+    candidates, fits = fit_more(on_support(jnp.asarray(minimum) > 0, num_images=num_images),
+                                jax.random.fold_in(key, 2 ** 31), candidates, fits)
   for r in range(rounds):
     top = jnp.argsort(fits.residual)[:keep]
-    new = propose(fits.scores[top]).reshape(-1, num_classes)
-    new_fits = fit_all(jax.random.split(jax.random.fold_in(key, r + 1), new.shape[0]), new,
-                       None if basis is None else after(basis, fits.residual))
-    candidates = jnp.concatenate([candidates, new])
-    fits = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), fits, new_fits)
+    candidates, fits = fit_more(propose(fits.scores[top]).reshape(-1, num_classes),
+                                jax.random.fold_in(key, r + 1), candidates, fits)
   residual = fits.residual
   if minimum is not None:  # filter the answer only; refinement may pass through others
     residual = jnp.where(jnp.all(candidates >= jnp.asarray(minimum, jnp.int32), axis=-1),

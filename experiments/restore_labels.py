@@ -62,9 +62,6 @@ def validate(config) -> list[dict]:
                     "only a clear winner (labels.FEDAVG_FIT_MARGIN)")
       if merged.fit_beyond_half:
         common.fail("fit_beyond_half", "applies to fedsgd (not measured on FedAvg)")
-      if merged.fit_feature_check:
-        common.fail("fit_feature_check", "applies to fedsgd (a FedAvg update is not one "
-                    "gradient at one point)")
   return cells
 
 
@@ -129,8 +126,6 @@ def run_cell(config, cache: dict) -> dict:
       kwargs["fit_space"] = labels.FitSpace(config.fit_space)
       kwargs["fit_margin"] = config.fit_margin or None
       kwargs["fit_beyond_half"] = config.fit_beyond_half
-      if config.fit_feature_check:
-        kwargs["feature_layer"] = model.feature_layer
     if config.fit_support_limit >= 0:
       kwargs["fit_support_limit"] = config.fit_support_limit
     if method == labels.Method.GRADINVERSION and k > num_classes:

@@ -43,7 +43,7 @@ K d unknowns) and did not converge (an ad hoc trial; no table records it).
 from __future__ import annotations
 
 import enum
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -76,18 +76,10 @@ class Targets(NamedTuple):
 
 class Fit(NamedTuple):
   """Attributes: ``residual`` relative squared residual (0 = exact fit); ``scores`` the
-  bias form with the fitted softmax, ``sum_k softmax(z_k) - K db`` ``[N]``; ``logits``
-  the fitted ``[K, N]``, images in the order of `labels_of` the count vector."""
+  bias form with the fitted softmax, ``sum_k softmax(z_k) - K db`` ``[N]``."""
 
   residual: jax.Array
   scores: jax.Array
-  logits: jax.Array
-
-
-def labels_of(counts: jax.Array, num_images: int) -> jax.Array:
-  """``[K]`` labels of a count vector, class by class (negative counts give none)."""
-  return jnp.repeat(jnp.arange(counts.shape[0]), jnp.maximum(counts, 0),
-                    total_repeat_length=num_images)
 
 
 def targets(update: Params, *, variables: Variables, num_images: int) -> Targets:
@@ -364,7 +356,8 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
   """
   num_classes = counts.shape[0]
   valid = jnp.all(counts >= 0) & (jnp.sum(counts) == num_images)
-  label = labels_of(counts, num_images)
+  label = jnp.repeat(jnp.arange(num_classes), jnp.maximum(counts, 0),
+                     total_repeat_length=num_images)
   onehot = jax.nn.one_hot(label, num_classes)
   shape = (num_images, num_classes)
   fit_span = None if basis is None else span(basis, target=target)  # once, under vmap too
@@ -394,16 +387,14 @@ def fit_counts(key: jax.Array, *, counts: jax.Array, target: Targets, starts_fro
   best = jnp.argmin(jnp.where(jnp.isfinite(cost), cost, jnp.inf))
   rel = jnp.where(valid, cost[best] / jnp.maximum(target.scale, 1e-30), jnp.inf)
   scores = jax.nn.softmax(logits[best]).sum(axis=0) - target.bias_grad
-  return Fit(rel, scores, logits[best])
+  return Fit(rel, scores)
 
 
 def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables: Variables,
            num_images: int, per_source: int = 8, rounds: int = 2, keep: int = 4,
            starts: int = 3, iterations: int = POLISH_ITERATIONS,
            minimum: jax.Array | None = None, support_limit: int = 0,
-           space: FitSpace = FitSpace.SUBSPACE,
-           check: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
-           certified_below: float = 1e-6
+           space: FitSpace = FitSpace.SUBSPACE
            ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """The count vector with the lowest fit residual among candidates (module docstring).
 
@@ -429,12 +420,6 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
       the candidates, which the estimators' hypotheses (one or two unit moves between
       the classes of smallest margin) often miss once the victim is trained. 0: off.
     space: where each fit starts (`FitSpace`; the default is `labels.restore`'s).
-    check: ``(logits [K, N], *, onehot [K, N]) -> residual`` of a second test (e.g.
-      `jaxinvert.label_check.residual`): among the fits with a residual at most
-      ``certified_below``, the one it scores lowest is the answer (ours; where a
-      confident victim lets wrong count vectors fit the classifier's gradient too).
-      None: the lowest residual.
-    certified_below: see ``check``.
 
   Returns:
     ``(scores [N], counts [N] int32, residual, runner_up)``: the best fit, whose residual
@@ -479,16 +464,6 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
     residual = jnp.where(jnp.all(candidates >= jnp.asarray(minimum, jnp.int32), axis=-1),
                          residual, jnp.inf)
   best = jnp.argmin(residual)
-  if check is not None:
-    # Its least squares (batched LAPACK) waits for every fit: `after`.
-    onehot = jax.nn.one_hot(jax.vmap(lambda c: labels_of(c, num_images))(candidates),
-                            num_classes)
-    checked = jax.vmap(lambda lg, oh: check(lg, onehot=oh))(after(fits.logits, residual),
-                                                            onehot)
-    score = jnp.where(residual <= certified_below,
-                      jnp.where(jnp.isnan(checked), jnp.inf, checked), jnp.inf)
-    pick = jnp.argmin(score)
-    best = jnp.where(jnp.isfinite(score[pick]), pick, best)
   others = jnp.where(jnp.all(candidates == candidates[best], axis=-1), jnp.inf, residual)
   return (fits.scores[best], candidates[best].astype(jnp.int32), residual[best],
           jnp.min(others))

@@ -37,14 +37,13 @@ number of dummies and the method are static).
 from __future__ import annotations
 
 import enum
-import functools
 from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinvert import label_check, label_fit
+from jaxinvert import label_fit
 from jaxinvert.counts import (check_update, class_features, classifier_grads,  # re-exported
                                fractional_distance, hypotheses, integrality_residual,
                                present_classes, round_counts)
@@ -53,7 +52,6 @@ from jaxinvert.label_estimators import (DummyDist, FeatureDomain, FeaturesFn,  #
                                         dummy_statistics, geng, geng_bias, gradinversion,
                                         idlg, ilrg, llg_plus, recentred, smooth_images)
 from jaxinvert.label_fit import FitSpace  # re-exported
-from jaxinvert.models.common import FeatureLayer
 from jaxinvert.types import Params, Variables
 
 
@@ -125,7 +123,6 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
             fit_space: label_fit.FitSpace = label_fit.FitSpace.SUBSPACE,
             fit_beyond_half: bool = False, fit_margin: float | None = None,
             fit_support_limit: int = FIT_SUPPORT_LIMIT,
-            feature_layer: FeatureLayer | None = None,
             select_from: Sequence[Method] | None = None) -> LabelEstimate:
   """Label counts from a FedSGD gradient (or a FedAvg average gradient) by ``method``.
 
@@ -169,9 +166,6 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
     fit_support_limit: FIT also tries every count vector on the sign rule's classes
       where there are at most this many (`label_fit.search`'s ``support_limit``; the
       default covers K <= 10; 0: off).
-    feature_layer: the victim's `FeatureLayer` (``model.feature_layer``), or None. Given,
-      FIT answers, among the count vectors fitted within ``fit_tolerance``, the one whose
-      fit best predicts that layer's own gradient (`jaxinvert.label_check`, ours).
     select_from: the estimators SELECT / FIT combine (default `SELECT_FROM`;
       `restore_fedavg` passes `FEDAVG_SELECT_FROM`).
 
@@ -180,14 +174,6 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
   """
   check_update(update, variables, num_images)
   method = Method(method)
-  if feature_layer is not None:
-    entry = variables["params"].get(feature_layer.name)
-    needed = ("bias", "scale") if feature_layer.scaled else ("bias",)
-    if entry is None or any(k not in entry or k not in update.get(feature_layer.name, {})
-                            for k in needed):
-      raise ValueError(f"feature_layer: the victim's params and the update need "
-                       f"{feature_layer.name!r} with {needed}; params have "
-                       f"{sorted(variables['params'])}")
   if fit_margin is not None and not fit_margin >= 1.0:
     raise ValueError(f"fit_margin must be None or at least 1, got {fit_margin}")
   if fit_support_limit < 0:
@@ -223,9 +209,7 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
     scores, counts, residual, runner_up = _fit(fit_inputs, update=update,
                                                variables=variables, num_images=num_images,
                                                fit_space=fit_space, iterations=iterations,
-                                               support_limit=fit_support_limit,
-                                               feature_layer=feature_layer,
-                                               certified_below=fit_tolerance)
+                                               support_limit=fit_support_limit)
     certified = (residual <= fit_tolerance) & ~fit_inputs.decided
     if fit_margin is not None:
       certified &= runner_up >= fit_margin * residual
@@ -295,20 +279,16 @@ def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variable
 
 
 def _fit(inputs: _FitInputs, *, update: Params, variables: Variables, num_images: int,
-         fit_space: label_fit.FitSpace, iterations: int, support_limit: int = 0,
-         feature_layer: FeatureLayer | None = None, certified_below: float = 1e-6
+         fit_space: label_fit.FitSpace, iterations: int, support_limit: int = 0
          ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """`label_fit.search` from SELECT's sources; skipped where the sign rule has decided."""
   num_classes, dtype = inputs.sources.shape[-1], inputs.sources.dtype
-  check = (None if feature_layer is None else functools.partial(
-      label_check.residual, update=update, variables=variables, layer=feature_layer))
 
   def search(_):
     scores, counts, residual, runner_up = label_fit.search(
         inputs.key, base_scores=inputs.sources, update=update, variables=variables,
         num_images=num_images, minimum=inputs.present, space=label_fit.FitSpace(fit_space),
-        iterations=iterations, support_limit=support_limit, check=check,
-        certified_below=certified_below)
+        iterations=iterations, support_limit=support_limit)
     return scores.astype(dtype), counts, residual.astype(dtype), runner_up.astype(dtype)
 
   # The sign rule has decided (K classes flagged, or one): skip the search. Under vmap

@@ -48,8 +48,6 @@ class Model:
     image_shape: ``(height, width, channels)`` of one NHWC input image.
     num_classes: number of logits.
     has_batchnorm: whether the module holds BatchNorm layers (``batch_stats``).
-    feature_layer: a `jaxinvert.models.common.FeatureLayer` where the features are an
-      activation (and at most a max pool) of a per-channel shift, else None.
   """
 
   name: str
@@ -57,7 +55,6 @@ class Model:
   image_shape: tuple[int, int, int]
   num_classes: int
   has_batchnorm: bool
-  feature_layer: Any = None
 
   def init(self, key: jax.Array) -> dict[str, PyTree]:
     """Draws fresh variables (``params`` and, with BatchNorm, ``batch_stats``)."""

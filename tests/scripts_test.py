@@ -374,7 +374,6 @@ def test_restore_labels_names_an_unknown_fit_space():
 @pytest.mark.parametrize("field,value,setting", [("fit_margin", 0.5, "fedsgd"),
                                                  ("fit_margin", 10.0, "fedavg"),
                                                  ("fit_beyond_half", True, "fedavg"),
-                                                 ("fit_feature_check", True, "fedavg"),
                                                  ("fit_support_limit", -2, "fedsgd")])
 def test_restore_labels_names_a_fit_option_it_cannot_apply(field, value, setting):
   config = labels_config.get_config()
@@ -382,7 +381,7 @@ def test_restore_labels_names_a_fit_option_it_cannot_apply(field, value, setting
   with pytest.raises(ValueError, match=f"config.{field}"):
     restore_labels.validate(config)
   config.setting = "fedsgd"
-  if field in ("fit_beyond_half", "fit_feature_check") or value >= 1:  # FedSGD accepts it
+  if field == "fit_beyond_half" or value >= 1:  # the FedSGD run accepts the option
     restore_labels.validate(config)
   if field == "fit_support_limit":  # -1 (the library's), 0 (off) and limits are fine
     config[field] = 0

@@ -27,7 +27,6 @@ def get_config():
   c.fit_space = "subspace"    # fit: subspace | logits (jaxinvert.label_fit.FitSpace)
   c.fit_beyond_half = False   # fedsgd fit also where N/2 < K < N (labels.restore)
   c.fit_margin = 0.0          # fedsgd fit: 0 = off, else labels.restore's fit_margin (>= 1)
-  c.fit_feature_check = False  # fedsgd fit: rank certified fits by the feature layer (label_check)
   c.fit_support_limit = -1    # fit: -1 = labels.FIT_SUPPORT_LIMIT (fedsgd), 0 (fedavg); 0 = off
   c.stats_point = "trajectory"  # fedavg: start | end | trajectory
   c.train_steps = 0           # 0 = untrained victim

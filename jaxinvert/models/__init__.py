@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from jaxinvert.models.common import (Activation, BN_MOMENTUM, ConvImpl, FeatureLayer,
-                                     default_conv_impl)
-from jaxinvert.models.convnet import _WIDTH_MULTIPLIERS as _CONVNET_WIDTHS, ConvNet
+from jaxinvert.models.common import Activation, BN_MOMENTUM, ConvImpl, default_conv_impl
+from jaxinvert.models.convnet import ConvNet
 from jaxinvert.models.lenet import LeNet
 from jaxinvert.models.resnet import ResNet
 from jaxinvert.types import Model
@@ -61,30 +60,23 @@ def get_model(
     module = LeNet(num_classes, width=width or 12, activation=act or Activation.SIGMOID,
                    conv_impl=impl)
     has_bn = False
-    layer = FeatureLayer("conv2", module.activation, scaled=False)
   elif name == "convnet":
     if image_size != 32:
       raise ValueError(f"image_size: the ConvNet is defined for 32x32 images, got {image_size}")
     module = ConvNet(num_classes, width=width or 64, activation=act or Activation.RELU,
                      use_batchnorm=batchnorm, hidden=hidden, conv_impl=impl)
     has_bn = batchnorm
-    last = f"conv{sum(1 for w in _CONVNET_WIDTHS if w != 'pool') - 1}"
-    layer = (FeatureLayer("hidden", module.activation, scaled=False) if hidden else
-             FeatureLayer(last.replace("conv", "bn"), module.activation, scaled=True)
-             if batchnorm else FeatureLayer(last, module.activation, scaled=False))
   elif name == "resnet18":
     module = ResNet(num_classes, stage_sizes=(2, 2, 2, 2), width=width or 64,
                     activation=act or Activation.RELU, conv_impl=impl)
     has_bn = True
-    layer = None  # global average pool
   else:
     module = ResNet(num_classes, stage_sizes=(3, 4, 6, 3), bottleneck=True, width=width or 64,
                     imagenet_stem=True, activation=act or Activation.RELU, conv_impl=impl)
     has_bn = True
-    layer = None
   return Model(name=name, module=module, image_shape=shape, num_classes=num_classes,
-               has_batchnorm=has_bn, feature_layer=layer)
+               has_batchnorm=has_bn)
 
 
-__all__ = ["Activation", "BN_MOMENTUM", "ConvImpl", "ConvNet", "FeatureLayer", "default_conv_impl", "LeNet", "MODEL_NAMES", "Model", "ResNet",
+__all__ = ["Activation", "BN_MOMENTUM", "ConvImpl", "ConvNet", "default_conv_impl", "LeNet", "MODEL_NAMES", "Model", "ResNet",
            "get_model"]

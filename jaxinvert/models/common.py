@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 
 import flax.linen as nn
@@ -37,30 +36,6 @@ _ACTIVATIONS = {
     Activation.SIGMOID: jax.nn.sigmoid,
     Activation.SOFTPLUS: jax.nn.softplus,
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class FeatureLayer:
-  """How a victim's features (the classifier's input) come out of the layer before them.
-
-  Each feature j is ``pool(act(scale_c * x + shift_c))`` of channel ``c = j mod C``
-  (features flattened from NHWC; a dense layer is C = d), where ``pool`` is a max over a
-  window or nothing, and ``act`` is monotone. Its derivative in ``shift_c`` is then
-  ``act'`` at the window's maximum, a function of the feature alone, so the gradient of
-  ``shift`` (and ``scale``) follows from the features and the classifier's backward
-  signal (`jaxinvert.label_check`). An average pool (the ResNets) breaks this: their
-  `jaxinvert.types.Model` has none.
-
-  Attributes:
-    name: the ``params`` entry holding ``bias`` (and ``scale``) ``[C]``.
-    activation: the `Activation` applied after it.
-    scaled: whether a ``scale`` multiplies (BatchNorm's gamma); its gradient is then
-      part of the check too.
-  """
-
-  name: str
-  activation: Activation
-  scaled: bool
 
 
 class ConvImpl(enum.Enum):

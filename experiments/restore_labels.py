@@ -45,7 +45,7 @@ def validate(config) -> list[dict]:
       common.fail("methods", f"unknown method {method!r}; choose from "
                   f"{[m.value for m in labels.Method]}")
   common._choice(config, "stats_point", [s.value for s in labels.StatsPoint])  # pylint: disable=protected-access
-  common._choice(config, "dummy_dist", [d.value for d in labels.DummyDist])  # pylint: disable=protected-access
+  common._choice(config, "dummy_dist", ["default"] + [d.value for d in labels.DummyDist])  # pylint: disable=protected-access
   common._choice(config, "fit_space", [s.value for s in labels.FitSpace])  # pylint: disable=protected-access
   if config.fit_support_limit < -1:
     common.fail("fit_support_limit", f"must be -1 (the library's), 0 (off) or positive, "
@@ -120,7 +120,8 @@ def run_cell(config, cache: dict) -> dict:
     method = labels.Method(name)
     kwargs = dict(method=method, features_fn=model.features, num_images=k,
                   image_shape=model.image_shape, num_dummies=config.num_dummies or None,
-                  dummy_dist=labels.DummyDist(config.dummy_dist),
+                  dummy_dist=(None if config.dummy_dist == "default"
+                              else labels.DummyDist(config.dummy_dist)),
                   feature_domain=feature_domain(model))
     if config.setting == "fedsgd":
       kwargs["fit_space"] = labels.FitSpace(config.fit_space)

@@ -50,7 +50,8 @@ from jaxinvert.counts import (check_update, class_features, classifier_grads,  #
 from jaxinvert.label_estimators import (DummyDist, FeatureDomain, FeaturesFn,  # re-exported
                                         LabelEstimate, certain_classes, cluster,
                                         dummy_statistics, geng, geng_bias, gradinversion,
-                                        idlg, ilrg, llg_plus, recentred, smooth_images)
+                                        idlg, ilrg, jittered_images, llg_plus, recentred,
+                                        smooth_images)
 from jaxinvert.label_fit import FitSpace  # re-exported
 from jaxinvert.types import Params, Variables
 
@@ -117,7 +118,7 @@ FIT_SUPPORT_LIMIT = 128
 
 def restore(key: jax.Array, *, method: Method, update: Params, features_fn: FeaturesFn,
             variables: Variables, num_images: int, image_shape,
-            num_dummies: int | None = None, dummy_dist: DummyDist = DummyDist.UNIFORM,
+            num_dummies: int | None = None, dummy_dist: DummyDist | None = None,
             feature_domain: FeatureDomain = FeatureDomain.NONNEGATIVE,
             fit_max_unknowns: int = FIT_MAX_UNKNOWNS, fit_tolerance: float = 1e-6,
             fit_space: label_fit.FitSpace = label_fit.FitSpace.SUBSPACE,
@@ -135,7 +136,10 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
     num_images: K.
     image_shape: ``(H, W, C)`` of the dummy inputs.
     num_dummies: dummy images (default K).
-    dummy_dist: their distribution.
+    dummy_dist: their distribution, for every estimator involved; None (default): each
+      estimator's own (`default_dummies`): U(0, 1) for the published forms (GENG,
+      GENG_BIAS, LLG_PLUS, as their code), `OUR_DUMMIES` for RECENTRED, also inside
+      SELECT / FIT (where GENG_BIAS, its stand-in, keeps U(0, 1)).
     feature_domain: range of the classifier's input features (`Method.CLUSTER`, and the
       sign rule of SELECT / FIT: `certain_classes`).
     fit_max_unknowns: `Method.FIT` fits per-image logits where 2 K <= N (and K < N with
@@ -179,6 +183,9 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
   if fit_support_limit < 0:
     raise ValueError(f"fit_support_limit must be >= 0 (0: off), got {fit_support_limit}")
   select_from = _closed_forms(SELECT_FROM if select_from is None else select_from)
+  # SELECT / FIT hand None on: each of their estimators then takes its own.
+  if dummy_dist is not None or method not in (Method.SELECT, Method.FIT):
+    dummy_dist = default_dummies(method) if dummy_dist is None else DummyDist(dummy_dist)
   common = dict(update=update, features_fn=features_fn, variables=variables,
                 num_images=num_images, image_shape=image_shape, num_dummies=num_dummies,
                 dummy_dist=dummy_dist)
@@ -218,6 +225,17 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
   raise ValueError(f"unknown label method {method!r}")
 
 
+def default_dummies(method: Method | str) -> DummyDist:
+  """The dummy inputs `restore` gives ``method`` when ``dummy_dist`` is None: `OUR_DUMMIES`
+  for RECENTRED, U(0, 1) for the published estimators, as their authors' code. SELECT
+  and FIT have none of their own: each estimator they combine takes its own (RECENTRED
+  `OUR_DUMMIES`, its GENG_BIAS stand-in U(0, 1))."""
+  method = Method(method)
+  if method in (Method.SELECT, Method.FIT):
+    raise ValueError(f"{method.value} combines estimators that each take their own dummies")
+  return OUR_DUMMIES if method == Method.RECENTRED else DummyDist.UNIFORM
+
+
 def _fit_iterations(num_images: int, num_classes: int, max_unknowns: int,
                     space: label_fit.FitSpace, *, beyond_half: bool = False) -> int | None:
   """FIT's polish iterations over all K N logits, 0 for the subspace fit alone, or None
@@ -247,8 +265,9 @@ class _FitInputs(NamedTuple):
 
 
 def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variables: Variables,
-            num_images: int, image_shape, num_dummies: int | None, dummy_dist: DummyDist,
-            feature_domain: FeatureDomain, select_from: Sequence[Method]
+            num_images: int, image_shape, num_dummies: int | None,
+            dummy_dist: DummyDist | None, feature_domain: FeatureDomain,
+            select_from: Sequence[Method]
             ) -> tuple[LabelEstimate, _FitInputs]:
   """SELECT's estimate, and what FIT searches from (its candidates' sources)."""
   keys = jax.random.split(key, len(select_from) + 1)
@@ -259,13 +278,14 @@ def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variable
   for k, m in zip(keys, select_from):
     waited = {**common, "update": label_fit.classifier_after(update, *[e.scores for e in base])}
     base.append(restore(k, method=m, feature_domain=feature_domain, **waited))
-  # RECENTRED takes part only where it sits on integers; elsewhere geng_bias, from the
-  # same dummies, stands in (ours): once the victim is confident it is seldom integral
+  # RECENTRED takes part only where it sits on integers; elsewhere geng_bias stands in
+  # (ours; with its own U(0, 1) dummies unless ``dummy_dist`` is given): once the victim is confident it is seldom integral
   # and, kept in, cost label accuracy (docs/labels.md).
   plain = []
   for i, m in enumerate(select_from):
     if m == Method.RECENTRED:
-      plain.append(geng_bias(keys[i], **common))
+      plain.append(geng_bias(keys[i], **{**common, "dummy_dist": (
+          default_dummies(Method.GENG_BIAS) if dummy_dist is None else dummy_dist)}))
       integral = fractional_distance(base[i].scores, num_images) <= INTEGRAL_TOLERANCE
       base[i] = LabelEstimate(jnp.where(integral, base[i].scores, plain[-1].scores),
                               jnp.where(integral, base[i].counts, plain[-1].counts))
@@ -305,6 +325,12 @@ def _fit(inputs: _FitInputs, *, update: Params, variables: Variables, num_images
 #: batches) that raised the mean exact rate from 0.576 to 0.646 and lowered neither it
 #: nor label accuracy in any cell (docs/labels.md).
 SELECT_FROM = (Method.RECENTRED, Method.ILRG, Method.CLUSTER)
+
+#: RECENTRED's dummies (also within SELECT and FIT) on a FedSGD gradient unless
+#: ``dummy_dist`` says otherwise: U(0, 1) noise with a brightness and contrast drawn per
+#: image (`jittered_images`); measured against U(0, 1) in docs/labels.md ("Jittered
+#: dummies").
+OUR_DUMMIES = DummyDist.JITTERED
 
 #: On a FedAvg average gradient GENG_BIAS stays: RECENTRED's premise, rows of absent
 #: classes holding the batch's features at the weights the statistics are taken at,
@@ -451,6 +477,10 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
   fit_kwargs = {k: kwargs.pop(k) for k in ("fit_max_unknowns", "fit_space", "fit_support_limit")
                 if k in kwargs}
   kwargs = {"select_from": FEDAVG_SELECT_FROM, **kwargs}
+  # On FedAvg every method keeps U(0, 1) dummies unless told otherwise: `OUR_DUMMIES`
+  # was chosen and measured on FedSGD gradients.
+  if kwargs.get("dummy_dist") is None:
+    kwargs["dummy_dist"] = DummyDist.UNIFORM
   method = Method(method)
   if method not in (Method.SELECT, Method.FIT):
     per_point = []  # each point waits for those before (ILRG's SVD; `label_fit.after`)
@@ -465,7 +495,7 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
   domain = kwargs.get("feature_domain", FeatureDomain.NONNEGATIVE)
   select_kwargs = dict(features_fn=features_fn, num_images=num_images,
                        image_shape=image_shape, num_dummies=kwargs.pop("num_dummies", None),
-                       dummy_dist=kwargs.pop("dummy_dist", DummyDist.UNIFORM),
+                       dummy_dist=kwargs.pop("dummy_dist"),
                        feature_domain=kwargs.pop("feature_domain", domain),
                        select_from=_closed_forms(kwargs.pop("select_from")))
   if kwargs:  # as `restore` would: a misspelt option must not pass silently

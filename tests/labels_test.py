@@ -466,6 +466,51 @@ def test_smooth_dummies_are_spatially_correlated_images_in_the_unit_box():
   assert 0.8 < rg < 0.99
 
 
+def test_jittered_dummies_vary_in_brightness_and_contrast_per_image():
+  key = jax.random.key(5)
+  x = labels.jittered_images(key, num=256, image_shape=(16, 12, 3))
+  assert x.shape == (256, 16, 12, 3) and x.dtype == jnp.float32
+  assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+  np.testing.assert_array_equal(x, labels.jittered_images(key, num=256, image_shape=(16, 12, 3)))
+  means = np.asarray(x.mean(axis=(1, 2, 3)))
+  spreads = np.asarray(x.std(axis=(1, 2, 3)))
+  # Levels from U(0.2, 0.8), gains from U(0.1, 1). U(0, 1) noise alone gives every image
+  # a spread of about 0.29 and, over 576 pixels, a mean within about 0.04 of 0.5.
+  assert means.min() < 0.3 and means.max() > 0.7
+  assert spreads.min() < 0.08 and spreads.max() > 0.25
+  plain = labels.jittered_images(key, num=256, image_shape=(16, 12, 3), brightness=0.0,
+                                 contrast=0.0)
+  assert np.abs(np.asarray(plain.mean(axis=(1, 2, 3))) - 0.5).max() < 0.05
+  assert np.asarray(plain.std(axis=(1, 2, 3))).min() > 0.25
+  with pytest.raises(ValueError, match="brightness and contrast"):
+    labels.jittered_images(key, num=2, image_shape=(4, 4, 3), contrast=1.5)
+
+
+def test_each_method_gets_its_own_dummies_by_default():
+  # Published forms keep their authors' U(0, 1) dummies, RECENTRED takes OUR_DUMMIES;
+  # SELECT / FIT have none of their own; an explicit dummy_dist applies to every method.
+  assert labels.default_dummies(labels.Method.GENG_BIAS) == labels.DummyDist.UNIFORM
+  assert labels.default_dummies("llg_plus") == labels.DummyDist.UNIFORM
+  assert labels.default_dummies("recentred") == labels.OUR_DUMMIES == labels.DummyDist.JITTERED
+  for method in ("select", "fit"):
+    with pytest.raises(ValueError, match="each take their own"):
+      labels.default_dummies(method)
+  model, variables = _lenet()
+  x, y = _batch([1, 1, 1, 4, 7], seed=2, shape=model.image_shape)
+  grad = jax.jit(victim.fedsgd_update, static_argnums=0)(model.apply, variables, x, y)
+  common = dict(update=grad, features_fn=model.features, variables=variables, num_images=5,
+                image_shape=model.image_shape)
+  def scores(method, dist):
+    return np.asarray(labels.restore(jax.random.key(3), method=method, dummy_dist=dist,
+                                     **common).scores)
+  for method, own in ((labels.Method.RECENTRED, labels.DummyDist.JITTERED),
+                      (labels.Method.GENG_BIAS, labels.DummyDist.UNIFORM)):
+    other = (labels.DummyDist.UNIFORM if own == labels.DummyDist.JITTERED
+             else labels.DummyDist.JITTERED)
+    np.testing.assert_array_equal(scores(method, None), scores(method, own))
+    assert not np.allclose(scores(method, None), scores(method, other))
+
+
 def test_restore_accepts_smooth_dummies():
   model, variables = _lenet()
   x, y = _batch([1, 1, 1, 4, 7], seed=2, shape=model.image_shape)

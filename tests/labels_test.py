@@ -451,12 +451,18 @@ def _neighbour_correlation(x):
   return float(np.corrcoef(a, b)[0, 1])
 
 
+def _unit_box_images(make, key: jax.Array, num: int, image_shape) -> jax.Array:
+  """``make(key, num=, image_shape=)``, checked: shape, float32, in [0, 1], deterministic."""
+  x = make(key, num=num, image_shape=image_shape)
+  assert x.shape == (num, *image_shape) and x.dtype == jnp.float32
+  assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+  np.testing.assert_array_equal(x, make(key, num=num, image_shape=image_shape))
+  return x
+
+
 def test_smooth_dummies_are_spatially_correlated_images_in_the_unit_box():
   key = jax.random.key(4)
-  x = labels.smooth_images(key, num=16, image_shape=(32, 24, 3))
-  assert x.shape == (16, 32, 24, 3) and x.dtype == jnp.float32
-  assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
-  np.testing.assert_array_equal(x, labels.smooth_images(key, num=16, image_shape=(32, 24, 3)))
+  x = _unit_box_images(labels.smooth_images, key, 16, (32, 24, 3))
   assert abs(float(x.mean()) - 0.5) < 0.05
   assert _neighbour_correlation(x) > 0.9
   flatter = labels.smooth_images(key, num=16, image_shape=(32, 24, 3), exponent=0.0)
@@ -468,10 +474,7 @@ def test_smooth_dummies_are_spatially_correlated_images_in_the_unit_box():
 
 def test_jittered_dummies_vary_in_brightness_and_contrast_per_image():
   key = jax.random.key(5)
-  x = labels.jittered_images(key, num=256, image_shape=(16, 12, 3))
-  assert x.shape == (256, 16, 12, 3) and x.dtype == jnp.float32
-  assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
-  np.testing.assert_array_equal(x, labels.jittered_images(key, num=256, image_shape=(16, 12, 3)))
+  x = _unit_box_images(labels.jittered_images, key, 256, (16, 12, 3))
   means = np.asarray(x.mean(axis=(1, 2, 3)))
   spreads = np.asarray(x.std(axis=(1, 2, 3)))
   # Levels from U(0.2, 0.8), gains from U(0.1, 1). U(0, 1) noise alone gives every image

@@ -279,8 +279,9 @@ def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variable
     waited = {**common, "update": label_fit.classifier_after(update, *[e.scores for e in base])}
     base.append(restore(k, method=m, feature_domain=feature_domain, **waited))
   # RECENTRED takes part only where it sits on integers; elsewhere geng_bias stands in
-  # (ours; with its own U(0, 1) dummies unless ``dummy_dist`` is given): once the victim is confident it is seldom integral
-  # and, kept in, cost label accuracy (docs/labels.md).
+  # (ours; with its own U(0, 1) dummies unless ``dummy_dist`` is given): once the victim
+  # is confident RECENTRED is seldom integral and, kept in, cost label accuracy
+  # (docs/labels.md).
   plain = []
   for i, m in enumerate(select_from):
     if m == Method.RECENTRED:

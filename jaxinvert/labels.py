@@ -480,7 +480,7 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
   kwargs = {"select_from": FEDAVG_SELECT_FROM, **kwargs}
   # On FedAvg every method keeps U(0, 1) dummies unless told otherwise: `OUR_DUMMIES`
   # was chosen on FedSGD gradients, and at lr 1e-2 it moved SELECT both ways
-  # (labels_fedavg.py: one batch won, one lost, over three cells; docs/labels.md).
+  # (labels_fedavg.py: two batches won, two lost, over three cells; docs/labels.md).
   if kwargs.get("dummy_dist") is None:
     kwargs["dummy_dist"] = DummyDist.UNIFORM
   method = Method(method)

@@ -183,9 +183,10 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
   if fit_support_limit < 0:
     raise ValueError(f"fit_support_limit must be >= 0 (0: off), got {fit_support_limit}")
   select_from = _closed_forms(SELECT_FROM if select_from is None else select_from)
-  # SELECT / FIT hand None on: each of their estimators then takes its own.
-  if dummy_dist is not None or method not in (Method.SELECT, Method.FIT):
-    dummy_dist = default_dummies(method) if dummy_dist is None else DummyDist(dummy_dist)
+  if dummy_dist is not None:
+    dummy_dist = DummyDist(dummy_dist)
+  elif method not in (Method.SELECT, Method.FIT):  # these hand None on to each estimator
+    dummy_dist = default_dummies(method)
   common = dict(update=update, features_fn=features_fn, variables=variables,
                 num_images=num_images, image_shape=image_shape, num_dummies=num_dummies,
                 dummy_dist=dummy_dist)

@@ -5,21 +5,25 @@ dummy statistics (`geng`, `geng_bias`), their re-centred bias form (`recentred`,
 the baselines iDLG, GradInversion, LLG+ and iLRG, iLRG's cluster model fitted
 self-consistently (`cluster`, ours), and the sign rule's flagged classes
 (`certain_classes`). Each is ``(key?, *, update, ...) -> LabelEstimate``, jit- and
-vmap-able over trials; `jaxinvert.labels.restore` dispatches among them and combines them.
+vmap-able over trials. Then the two rules that combine them (ours): `select` (the most
+integral estimate, or the per-class median) and `with_present` (the sign rule's
+classes). `jaxinvert.labels.restore` dispatches among all of them.
+The dummy images they read statistics from: `jaxinvert.label_dummies`.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Callable, NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from jaxinvert.counts import class_features, classifier_grads, present_classes, round_counts
-from jaxinvert.types import CLASSIFIER, Params, PyTree, Variables
+from jaxinvert.counts import (class_features, classifier_grads, fractional_distance,
+                               integrality_residual, present_classes, round_counts)
+from jaxinvert.label_dummies import DummyDist, FeaturesFn, dummy_statistics
+from jaxinvert.types import CLASSIFIER, Params, Variables
 
-FeaturesFn = Callable[[Variables, jax.Array], tuple[jax.Array, PyTree]]
 
 class LabelEstimate(NamedTuple):
   """Attributes: ``scores`` real-valued counts ``[N]``; ``counts`` their rounding, int32
@@ -27,15 +31,6 @@ class LabelEstimate(NamedTuple):
 
   scores: jax.Array
   counts: jax.Array
-
-
-class DummyDist(enum.Enum):
-  """Inputs pushed through the victim to estimate the batch's softmax statistics."""
-
-  UNIFORM = "uniform"    # U(0, 1) images, Geng et al.'s code
-  GAUSSIAN = "gaussian"  # N(0, 1) images
-  SMOOTH = "smooth"      # ours: random fields with a 1/f^3 amplitude spectrum (`smooth_images`)
-  JITTERED = "jittered"  # ours: U(0, 1) noise, brightness and contrast drawn per image
 
 
 class FeatureDomain(enum.Enum):
@@ -51,117 +46,6 @@ _DOMAIN_RANGE = {FeatureDomain.NONNEGATIVE: (0.0, jnp.inf), FeatureDomain.UNIT: 
 
 
 # ----------------------------------------------------------------- shared pieces
-
-
-SMOOTH_EXPONENT = 3.0  # chosen on held-in batches (docs/labels.md, "Smooth dummies")
-
-
-def smooth_images(key: jax.Array, *, num: int, image_shape, exponent: float = SMOOTH_EXPONENT
-                  ) -> jax.Array:
-  """Spatially smooth random images in [0, 1]: Gaussian fields with a power-law spectrum.
-
-  Photos are smooth: their amplitude spectrum falls with spatial frequency f (about as
-  1/f, Field, JOSA A 1987), and after a few convolutions and a max-pool the features of
-  smooth images sit closer to a photo batch's than those of pixel-wise U(0, 1) noise
-  (docs/labels.md: the mean feature's relative error on the ConvNet 0.40 -> 0.27). Each
-  image is a luminance field plus 0.3 x an independent field per channel, each with
-  amplitude 1/f^exponent (zero mean), scaled to standard deviation 0.22 around 0.5 and
-  clipped to [0, 1]. No data enters: only the spectrum's slope is assumed.
-
-  Args:
-    key: PRNG key.
-    num: number of images.
-    image_shape: ``(H, W, C)``.
-    exponent: slope of the amplitude spectrum (1 = the natural-image law; the default,
-      steeper, was chosen on held-in batches).
-
-  Returns:
-    ``[num, H, W, C]`` float32 images.
-  """
-  height, width, channels = image_shape
-  fy = jnp.fft.fftfreq(height)[:, None]
-  fx = jnp.fft.fftfreq(width)[None, :]
-  freq = jnp.sqrt(fx ** 2 + fy ** 2)
-  amplitude = jnp.where(freq > 0, jnp.maximum(freq, 1e-12) ** -exponent, 0.0)
-
-  def fields(k: jax.Array, lead: tuple[int, ...]) -> jax.Array:
-    real_key, imag_key = jax.random.split(k)
-    shape = (*lead, height, width)
-    noise = jax.random.normal(real_key, shape) + 1j * jax.random.normal(imag_key, shape)
-    field = jnp.real(jnp.fft.ifft2(noise * amplitude))
-    return field / jnp.std(field, axis=(-2, -1), keepdims=True)
-
-  luminance_key, colour_key = jax.random.split(key)
-  x = fields(luminance_key, (num,))[:, None] + 0.3 * fields(colour_key, (num, channels))
-  return jnp.clip(jnp.moveaxis(0.5 + 0.22 * x, 1, -1), 0.0, 1.0).astype(jnp.float32)
-
-
-#: Spread of `jittered_images`' per-image brightness (a level drawn from 0.5 +- half this)
-#: and contrast (a gain drawn from U(1 - this, 1)); chosen on held-in batches
-#: (docs/labels.md, "Jittered dummies").
-JITTER_BRIGHTNESS = 0.6
-JITTER_CONTRAST = 0.9
-
-
-def jittered_images(key: jax.Array, *, num: int, image_shape,
-                    brightness: float = JITTER_BRIGHTNESS, contrast: float = JITTER_CONTRAST
-                    ) -> jax.Array:
-  """U(0, 1) pixel noise with a random brightness and contrast per image (ours).
-
-  Photos differ from each other most in brightness, and a victim's features show it: on
-  the untrained DLG LeNet the first principal component of a photo batch's features
-  holds 43-67 % of their variance and follows each image's mean pixel value (|r| >=
-  0.92), against 2 % for U(0, 1) dummies, whose images all share one mean and one
-  spread; the dummies' softmax mass then misses the batch's (docs/labels.md, "Jittered
-  dummies"). Each image is ``clip(level + gain (u - 0.5))``
-  with u ~ U(0, 1) per pixel, level ~ U(0.5 - brightness / 2, 0.5 + brightness / 2)
-  and gain ~ U(1 - contrast, 1) per image. No data enters: only the two spreads.
-
-  Args:
-    key: PRNG key.
-    num: number of images.
-    image_shape: ``(H, W, C)``.
-    brightness: width of the range of per-image levels, in [0, 1].
-    contrast: the gain's spread, in [0, 1] (0: every image at full contrast).
-
-  Returns:
-    ``[num, H, W, C]`` float32 images in [0, 1].
-  """
-  if not (0.0 <= brightness <= 1.0 and 0.0 <= contrast <= 1.0):
-    raise ValueError(f"brightness and contrast must lie in [0, 1], got {brightness}, {contrast}")
-  noise_key, level_key, gain_key = jax.random.split(key, 3)
-  noise = jax.random.uniform(noise_key, (num, *image_shape), jnp.float32)
-  level = 0.5 + brightness * (jax.random.uniform(level_key, (num, 1, 1, 1)) - 0.5)
-  gain = 1.0 - contrast * jax.random.uniform(gain_key, (num, 1, 1, 1))
-  return jnp.clip(level + gain * (noise - 0.5), 0.0, 1.0)
-
-
-def _dummies(key: jax.Array, num: int, image_shape, dist: DummyDist) -> jax.Array:
-  shape = (num, *image_shape)
-  if dist == DummyDist.UNIFORM:
-    return jax.random.uniform(key, shape, jnp.float32)
-  if dist == DummyDist.SMOOTH:
-    return smooth_images(key, num=num, image_shape=image_shape)
-  if dist == DummyDist.JITTERED:
-    return jittered_images(key, num=num, image_shape=image_shape)
-  return jax.random.normal(key, shape, jnp.float32)
-
-
-def dummy_statistics(key: jax.Array, *, features_fn: FeaturesFn, variables: Variables,
-                     image_shape, num_dummies: int, dummy_dist: DummyDist
-                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Softmax and feature statistics of dummy inputs (Geng et al.'s estimates).
-
-  Returns:
-    ``(p [M, N], O [M], features [M, d])`` for M = ``num_dummies`` dummy images.
-  """
-  if num_dummies <= 0:
-    raise ValueError(f"num_dummies must be positive, got {num_dummies}")
-  x = _dummies(key, num_dummies, image_shape, dummy_dist)
-  features, _ = features_fn(variables, x)
-  layer = variables["params"][CLASSIFIER]
-  logits = features @ layer["kernel"] + layer.get("bias", 0.0)
-  return jax.nn.softmax(logits), features.sum(axis=1), features
 
 
 def _estimate(scores: jax.Array, num_images: int) -> LabelEstimate:
@@ -511,3 +395,87 @@ def certain_classes(update: Params, num_images: int,
     return jnp.zeros(weight.shape[:1], jnp.int32)
   present = present.astype(jnp.int32)
   return jnp.where(jnp.sum(present) <= num_images, present, 0)
+
+
+# ----------------------------------------------------------------- combining estimates
+
+
+def with_present(scores: jax.Array, present: jax.Array, num_images: int, *,
+                 one_class: bool = True) -> LabelEstimate:
+  """An estimate made consistent with the classes certainly in the batch (ours).
+
+  Each class in ``present`` (`certain_classes`) holds at least one image; when there
+  are K of them the batch is exactly one image of each, a certificate that needs no
+  statistics of the victim (it generalises iDLG's B=1 sign rule and is what makes
+  GradInversion's row minima right on unique labels, without assuming uniqueness).
+
+  With ``one_class``, a single flagged class is read as a batch of K images of that
+  class. This is a rule of thumb, not a certificate: an unflagged class m may still
+  hold images if the batch's softmax mass on it reaches its count (S_m >= c_m) and,
+  with non-negative features, its weight row stays non-negative too. On the label
+  benchmarks of docs/labels.md (FedSGD and FedAvg, untrained and trained victims, B up
+  to 128) no batch of two or more classes had a single flagged class (`sign_rule` in the
+  output of ``experiments/restore_labels.py``), while every closed form, once the victim
+  is confident, spreads the counts of a one-class batch over absent classes.
+
+  Args:
+    scores: real-valued counts ``[N]`` of some estimator.
+    present: int ``[N]``, 1 for a class certainly present.
+    num_images: K.
+    one_class: apply the one-flagged-class rule above.
+
+  Returns:
+    A `LabelEstimate` whose counts are at least ``present``; the scores are raised to 1
+    on present classes (exactly ``present`` when all K are known, K on the one class
+    under ``one_class``), so that hypotheses drawn from them respect it too.
+  """
+  present = jnp.asarray(present, jnp.int32)
+  flagged = jnp.sum(present)
+  scores = jnp.where(present > 0, jnp.maximum(scores, 1.0), scores)
+  scores = jnp.where(flagged == num_images, present.astype(scores.dtype), scores)
+  if one_class:
+    scores = jnp.where(flagged == 1, (num_images * present).astype(scores.dtype), scores)
+  return LabelEstimate(scores, round_counts(scores, num_images, minimum=present))
+
+
+#: `select`'s bound on `fractional_distance` for an estimate to count as integral.
+INTEGRAL_TOLERANCE = 0.15
+
+
+def select(estimates: Sequence[LabelEstimate], num_images: int, *,
+           integral_tolerance: float = INTEGRAL_TOLERANCE) -> LabelEstimate:
+  """The most integral estimate if it is integral enough, else the per-class median (ours).
+
+  The estimate with the smallest `integrality_residual` is taken when its
+  `fractional_distance` is at most ``integral_tolerance``: then one estimator's model of
+  the victim holds and its scores sit on integers. Otherwise none does, and how close
+  scores sit to integers says little about which is right (e.g. `cluster`'s clipped
+  zeros look integral in i.i.d. batches larger than N, where its counts are the worst);
+  the answer is then the per-class median of the estimates, robust to the one that
+  fails worst. The tolerance (0.15, against about 0.25 for scores with uniform
+  fractional parts) was chosen on held-in label grids (docs/labels.md); with
+  ``integral_tolerance=inf`` this is the older rule, always the most integral estimate.
+
+  Everything is computed from the update alone, so the choice is zero-shot.
+
+  Args:
+    estimates: estimates of the same batch (at least one); one with a non-finite score
+      is left out of both the choice and the median.
+    num_images: K.
+    integral_tolerance: the most integral estimate's largest `fractional_distance`.
+
+  Returns:
+    A `LabelEstimate`.
+  """
+  if not estimates:
+    raise ValueError("select needs at least one estimate")
+  scores = jnp.stack([e.scores for e in estimates])
+  finite = jnp.all(jnp.isfinite(scores), axis=1)  # an estimator that broke down is ignored
+  residuals = jnp.stack([integrality_residual(s, num_images) for s in scores])
+  best = jnp.argmin(jnp.where(finite, residuals, jnp.inf))
+  integral = fractional_distance(scores[best], num_images) <= integral_tolerance
+  median = jnp.nan_to_num(jnp.nanmedian(jnp.where(finite[:, None], scores, jnp.nan), axis=0))
+  chosen = jnp.where(integral, scores[best], median)
+  counts = jnp.where(integral, jnp.stack([e.counts for e in estimates])[best],
+                     round_counts(median, num_images))
+  return LabelEstimate(chosen, counts)

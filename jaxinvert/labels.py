@@ -24,9 +24,10 @@ of the benchmarks).
 the last layer's gradient for candidate count vectors and keeps the one that fits
 exactly (`jaxinvert.label_fit`), which holds on trained victims too.
 
-The closed-form estimators (Geng et al.'s, the baselines, ours) live in
-`jaxinvert.label_estimators` and are re-exported here; this module combines them
-(`select`, `with_present`, `restore`) and reads FedAvg updates (`restore_fedavg`).
+The closed-form estimators (Geng et al.'s, the baselines, ours) and the rules that
+combine them (`select`, `with_present`) live in `jaxinvert.label_estimators`, their
+dummy images in `jaxinvert.label_dummies`; both are re-exported here. This module
+dispatches among them (`restore`) and reads FedAvg updates (`restore_fedavg`).
 They share one interface: ``(key, *, update, ...) -> LabelEstimate``, where
 ``update`` is a FedSGD gradient tree (or `fedavg_gradient` of a FedAvg weight change)
 and ``scores`` are real-valued counts from which `round_counts` and `hypotheses`
@@ -47,11 +48,12 @@ from jaxinvert import label_fit
 from jaxinvert.counts import (check_update, class_features, classifier_grads,  # re-exported
                                fractional_distance, hypotheses, integrality_residual,
                                present_classes, round_counts)
-from jaxinvert.label_estimators import (DummyDist, FeatureDomain, FeaturesFn,  # re-exported
-                                        LabelEstimate, certain_classes, cluster,
-                                        dummy_statistics, geng, geng_bias, gradinversion,
-                                        idlg, ilrg, jittered_images, llg_plus, recentred,
-                                        smooth_images)
+from jaxinvert.label_dummies import (DummyDist, FeaturesFn, dummy_images,  # re-exported
+                                     dummy_statistics, jittered_images, smooth_images)
+from jaxinvert.label_estimators import (INTEGRAL_TOLERANCE, FeatureDomain,  # re-exported
+                                        LabelEstimate, certain_classes, cluster, geng,
+                                        geng_bias, gradinversion, idlg, ilrg, llg_plus,
+                                        recentred, select, with_present)
 from jaxinvert.label_fit import FitSpace  # re-exported
 from jaxinvert.types import Params, Variables
 
@@ -347,87 +349,6 @@ FEDAVG_SELECT_FROM = (Method.GENG_BIAS, Method.ILRG, Method.CLUSTER)
 #: Held out (another victim and batches, seed 1): FIT changed 3 of 160 batches against
 #: SELECT, each from wrong to exact, and none the other way.
 FEDAVG_FIT_MARGIN = 10.0
-
-
-def with_present(scores: jax.Array, present: jax.Array, num_images: int, *,
-                 one_class: bool = True) -> LabelEstimate:
-  """An estimate made consistent with the classes certainly in the batch (ours).
-
-  Each class in ``present`` (`certain_classes`) holds at least one image; when there
-  are K of them the batch is exactly one image of each, a certificate that needs no
-  statistics of the victim (it generalises iDLG's B=1 sign rule and is what makes
-  GradInversion's row minima right on unique labels, without assuming uniqueness).
-
-  With ``one_class``, a single flagged class is read as a batch of K images of that
-  class. This is a rule of thumb, not a certificate: an unflagged class m may still
-  hold images if the batch's softmax mass on it reaches its count (S_m >= c_m) and,
-  with non-negative features, its weight row stays non-negative too. On the label
-  benchmarks of docs/labels.md (FedSGD and FedAvg, untrained and trained victims, B up
-  to 128) no batch of two or more classes had a single flagged class (`sign_rule` in the
-  output of ``experiments/restore_labels.py``), while every closed form, once the victim
-  is confident, spreads the counts of a one-class batch over absent classes.
-
-  Args:
-    scores: real-valued counts ``[N]`` of some estimator.
-    present: int ``[N]``, 1 for a class certainly present.
-    num_images: K.
-    one_class: apply the one-flagged-class rule above.
-
-  Returns:
-    A `LabelEstimate` whose counts are at least ``present``; the scores are raised to 1
-    on present classes (exactly ``present`` when all K are known, K on the one class
-    under ``one_class``), so that hypotheses drawn from them respect it too.
-  """
-  present = jnp.asarray(present, jnp.int32)
-  flagged = jnp.sum(present)
-  scores = jnp.where(present > 0, jnp.maximum(scores, 1.0), scores)
-  scores = jnp.where(flagged == num_images, present.astype(scores.dtype), scores)
-  if one_class:
-    scores = jnp.where(flagged == 1, (num_images * present).astype(scores.dtype), scores)
-  return LabelEstimate(scores, round_counts(scores, num_images, minimum=present))
-
-
-#: `select`'s bound on `fractional_distance` for an estimate to count as integral.
-INTEGRAL_TOLERANCE = 0.15
-
-
-def select(estimates: Sequence[LabelEstimate], num_images: int, *,
-           integral_tolerance: float = INTEGRAL_TOLERANCE) -> LabelEstimate:
-  """The most integral estimate if it is integral enough, else the per-class median (ours).
-
-  The estimate with the smallest `integrality_residual` is taken when its
-  `fractional_distance` is at most ``integral_tolerance``: then one estimator's model of
-  the victim holds and its scores sit on integers. Otherwise none does, and how close
-  scores sit to integers says little about which is right (e.g. `cluster`'s clipped
-  zeros look integral in i.i.d. batches larger than N, where its counts are the worst);
-  the answer is then the per-class median of the estimates, robust to the one that
-  fails worst. The tolerance (0.15, against about 0.25 for scores with uniform
-  fractional parts) was chosen on held-in label grids (docs/labels.md); with
-  ``integral_tolerance=inf`` this is the older rule, always the most integral estimate.
-
-  Everything is computed from the update alone, so the choice is zero-shot.
-
-  Args:
-    estimates: estimates of the same batch (at least one); one with a non-finite score
-      is left out of both the choice and the median.
-    num_images: K.
-    integral_tolerance: the most integral estimate's largest `fractional_distance`.
-
-  Returns:
-    A `LabelEstimate`.
-  """
-  if not estimates:
-    raise ValueError("select needs at least one estimate")
-  scores = jnp.stack([e.scores for e in estimates])
-  finite = jnp.all(jnp.isfinite(scores), axis=1)  # an estimator that broke down is ignored
-  residuals = jnp.stack([integrality_residual(s, num_images) for s in scores])
-  best = jnp.argmin(jnp.where(finite, residuals, jnp.inf))
-  integral = fractional_distance(scores[best], num_images) <= integral_tolerance
-  median = jnp.nan_to_num(jnp.nanmedian(jnp.where(finite[:, None], scores, jnp.nan), axis=0))
-  chosen = jnp.where(integral, scores[best], median)
-  counts = jnp.where(integral, jnp.stack([e.counts for e in estimates])[best],
-                     round_counts(median, num_images))
-  return LabelEstimate(chosen, counts)
 
 
 def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Variables,

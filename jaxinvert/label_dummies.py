@@ -31,6 +31,17 @@ class DummyDist(enum.Enum):
   JITTERED = "jittered"  # ours: U(0, 1) noise, brightness and contrast drawn per image
 
 
+def _check_request(num: int, image_shape) -> tuple[int, int, int]:
+  """``image_shape`` as ``(H, W, C)``; ValueError for a non-positive ``num`` or a shape
+  that is not three positive sizes."""
+  shape = tuple(image_shape)
+  if len(shape) != 3 or any(int(d) <= 0 for d in shape):
+    raise ValueError(f"image_shape must be (H, W, C) of positive sizes, got {image_shape}")
+  if num <= 0:
+    raise ValueError(f"the number of dummy images must be positive, got {num}")
+  return shape
+
+
 SMOOTH_EXPONENT = 3.0  # chosen on held-in batches (docs/labels.md, "Smooth dummies")
 
 
@@ -56,7 +67,7 @@ def smooth_images(key: jax.Array, *, num: int, image_shape, exponent: float = SM
   Returns:
     ``[num, H, W, C]`` float32 images.
   """
-  height, width, channels = image_shape
+  height, width, channels = _check_request(num, image_shape)
   fy = jnp.fft.fftfreq(height)[:, None]
   fx = jnp.fft.fftfreq(width)[None, :]
   freq = jnp.sqrt(fx ** 2 + fy ** 2)
@@ -107,6 +118,7 @@ def jittered_images(key: jax.Array, *, num: int, image_shape,
   """
   if not (0.0 <= brightness <= 1.0 and 0.0 <= contrast <= 1.0):
     raise ValueError(f"brightness and contrast must lie in [0, 1], got {brightness}, {contrast}")
+  image_shape = _check_request(num, image_shape)
   noise_key, level_key, gain_key = jax.random.split(key, 3)
   noise = jax.random.uniform(noise_key, (num, *image_shape), jnp.float32)
   level = 0.5 + brightness * (jax.random.uniform(level_key, (num, 1, 1, 1)) - 0.5)
@@ -128,7 +140,7 @@ def dummy_images(key: jax.Array, *, num: int, image_shape, dist: DummyDist) -> j
     The images; all kinds but `GAUSSIAN` lie in [0, 1].
   """
   dist = DummyDist(dist)
-  shape = (num, *image_shape)
+  shape = (num, *_check_request(num, image_shape))
   if dist == DummyDist.UNIFORM:
     return jax.random.uniform(key, shape, jnp.float32)
   if dist == DummyDist.SMOOTH:

@@ -66,6 +66,12 @@ def test_dummy_images_dispatches_on_the_kind_and_rejects_unknown_names():
   assert float(gaussian.min()) < 0.0 and abs(float(gaussian.std()) - 1.0) < 0.05
   with pytest.raises(ValueError, match="'checkerboard' is not a valid DummyDist"):
     labels.dummy_images(key, num=1, image_shape=shape, dist="checkerboard")
+  for make in (labels.smooth_images, labels.jittered_images,
+               lambda k, **kw: labels.dummy_images(k, dist="uniform", **kw)):
+    with pytest.raises(ValueError, match="number of dummy images must be positive"):
+      make(key, num=0, image_shape=shape)
+    with pytest.raises(ValueError, match=r"image_shape must be \(H, W, C\)"):
+      make(key, num=2, image_shape=(8, 6))
   with pytest.raises(ValueError, match="num_dummies must be positive"):
     labels.dummy_statistics(key, features_fn=None, variables={}, image_shape=shape,
                             num_dummies=0, dummy_dist="uniform")

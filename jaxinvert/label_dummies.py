@@ -140,13 +140,13 @@ def dummy_images(key: jax.Array, *, num: int, image_shape, dist: DummyDist) -> j
     The images; all kinds but `GAUSSIAN` lie in [0, 1].
   """
   dist = DummyDist(dist)
-  shape = (num, *_check_request(num, image_shape))
-  if dist == DummyDist.UNIFORM:
-    return jax.random.uniform(key, shape, jnp.float32)
-  if dist == DummyDist.SMOOTH:
+  if dist == DummyDist.SMOOTH:  # these two check num and image_shape themselves
     return smooth_images(key, num=num, image_shape=image_shape)
   if dist == DummyDist.JITTERED:
     return jittered_images(key, num=num, image_shape=image_shape)
+  shape = (num, *_check_request(num, image_shape))
+  if dist == DummyDist.UNIFORM:
+    return jax.random.uniform(key, shape, jnp.float32)
   return jax.random.normal(key, shape, jnp.float32)
 
 

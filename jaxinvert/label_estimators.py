@@ -84,9 +84,16 @@ def geng_bias(key: jax.Array, *, update: Params, features_fn: FeaturesFn,
   return _estimate(num_images * p.mean(axis=0) - num_images * bias, num_images)
 
 
+#: RECENTRED's own dummies (also within SELECT and FIT via `jaxinvert.labels.restore`) on
+#: a FedSGD gradient unless ``dummy_dist`` says otherwise: U(0, 1) noise with a
+#: brightness and contrast drawn per image (`jittered_images`); measured against U(0, 1)
+#: in docs/labels.md ("Jittered dummies").
+OUR_DUMMIES = DummyDist.JITTERED
+
+
 def recentred(key: jax.Array, *, update: Params, features_fn: FeaturesFn,
               variables: Variables, num_images: int, image_shape,
-              num_dummies: int | None = None, dummy_dist: DummyDist = DummyDist.UNIFORM,
+              num_dummies: int | None = None, dummy_dist: DummyDist = OUR_DUMMIES,
               feature_domain: FeatureDomain | None = None, rounds: int = 2
               ) -> LabelEstimate:
   """The bias form with dummy features re-centred on the batch's own (ours).
@@ -113,8 +120,9 @@ def recentred(key: jax.Array, *, update: Params, features_fn: FeaturesFn,
 
   Args:
     key: PRNG key for the dummy images.
-    update, features_fn, variables, num_images, image_shape, num_dummies, dummy_dist:
-      as `geng_bias`.
+    update, features_fn, variables, num_images, image_shape, num_dummies: as `geng_bias`.
+    dummy_dist: as `geng_bias`; by default `OUR_DUMMIES`, as `jaxinvert.labels.restore`
+      gives it.
     feature_domain: range of the features, for the sign rule and to clip the shifted
       dummy features; None = non-negative.
     rounds: estimates of the absent set A (>= 1).

@@ -50,10 +50,10 @@ from jaxinvert.counts import (check_update, class_features, classifier_grads,  #
                                present_classes, round_counts)
 from jaxinvert.label_dummies import (DummyDist, FeaturesFn, dummy_images,  # re-exported
                                      dummy_statistics, jittered_images, smooth_images)
-from jaxinvert.label_estimators import (INTEGRAL_TOLERANCE, FeatureDomain,  # re-exported
-                                        LabelEstimate, certain_classes, cluster, geng,
-                                        geng_bias, gradinversion, idlg, ilrg, llg_plus,
-                                        recentred, select, with_present)
+from jaxinvert.label_estimators import (INTEGRAL_TOLERANCE, OUR_DUMMIES,  # re-exported
+                                        FeatureDomain, LabelEstimate, certain_classes,
+                                        cluster, geng, geng_bias, gradinversion, idlg,
+                                        ilrg, llg_plus, recentred, select, with_present)
 from jaxinvert.label_fit import FitSpace  # re-exported
 from jaxinvert.types import Params, Variables
 
@@ -329,12 +329,6 @@ def _fit(inputs: _FitInputs, *, update: Params, variables: Variables, num_images
 #: batches) that raised the mean exact rate from 0.576 to 0.646 and lowered neither it
 #: nor label accuracy in any cell (docs/labels.md).
 SELECT_FROM = (Method.RECENTRED, Method.ILRG, Method.CLUSTER)
-
-#: RECENTRED's dummies (also within SELECT and FIT) on a FedSGD gradient unless
-#: ``dummy_dist`` says otherwise: U(0, 1) noise with a brightness and contrast drawn per
-#: image (`jittered_images`); measured against U(0, 1) in docs/labels.md ("Jittered
-#: dummies").
-OUR_DUMMIES = DummyDist.JITTERED
 
 #: On a FedAvg average gradient GENG_BIAS stays: RECENTRED's premise, rows of absent
 #: classes holding the batch's features at the weights the statistics are taken at,

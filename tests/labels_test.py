@@ -469,6 +469,9 @@ def test_each_method_gets_its_own_dummies_by_default():
              else labels.DummyDist.JITTERED)
     np.testing.assert_array_equal(scores(method, None), scores(method, own))
     assert not np.allclose(scores(method, None), scores(method, other))
+  # Called directly, RECENTRED takes the same dummies as through `restore`.
+  np.testing.assert_array_equal(labels.recentred(jax.random.key(3), **common).scores,
+                                scores(labels.Method.RECENTRED, None))
 
 
 def test_restore_accepts_smooth_dummies():

@@ -26,7 +26,7 @@ import optax
 
 from jaxinvert import objectives
 from jaxinvert.priors import Box, Prior
-from jaxinvert.types import PyTree
+from jaxinvert.types import CLASSIFIER, PyTree
 
 Simulate = Callable[[jax.Array, jax.Array, jax.Array], PyTree]
 
@@ -117,6 +117,9 @@ class Attack(NamedTuple):
     evaluate: ``AttackState -> matching loss`` of the current images (+inf if failed);
       restarts are ranked by it, never by the ground truth.
     needs_anchor: a prior pulls restarts together (the runner refreshes ``anchor``).
+    num_classes: labels must lie in ``[0, num_classes)``; None = not known. The runner
+      checks its label hypotheses against it: under `jit` a label out of range would
+      become an all-zero one-hot row, a silently different objective.
   """
 
   init: Callable[[jax.Array, jax.Array], AttackState]
@@ -124,6 +127,18 @@ class Attack(NamedTuple):
   images: Callable[[AttackState], jax.Array]
   evaluate: Callable[[AttackState], jax.Array]
   needs_anchor: bool
+  num_classes: int | None = None
+
+
+def classes_of(update: PyTree) -> int | None:
+  """Number of classes of an update (gradient or weights) whose last layer is
+  ``update[CLASSIFIER]`` with a ``kernel`` ``[features, classes]`` or a ``bias``
+  ``[classes]``, as every model of `jaxinvert.models` names it; else None."""
+  layer = update.get(CLASSIFIER) if hasattr(update, "get") else None
+  if not hasattr(layer, "get"):
+    return None
+  leaf = layer.get("bias") if layer.get("bias") is not None else layer.get("kernel")
+  return int(leaf.shape[-1]) if getattr(leaf, "ndim", 0) >= 1 else None
 
 
 def matching_attack(
@@ -139,6 +154,7 @@ def matching_attack(
     box: Box = Box.NONE,
     init_dist: InitDist = InitDist.UNIFORM,
     simulate_is_random: bool = False,
+    num_classes: int | None = None,
 ) -> Attack:
   """Builds the attack that inverts ``target``, the update a client shared.
 
@@ -156,6 +172,8 @@ def matching_attack(
     init_dist: distribution of the initial dummy images.
     simulate_is_random: ``simulate`` uses its key (e.g. an unknown FedAvg batch
       order); then L-BFGS's stored line-search value is not reused across steps.
+    num_classes: the victim's classes, for the runner's check of label hypotheses;
+      None = read from ``target``'s last layer (`classes_of`) where it has one.
 
   Returns:
     An `Attack`.
@@ -242,4 +260,5 @@ def matching_attack(
     return jnp.where(state.failed | ~jnp.isfinite(match), jnp.inf, match)
 
   return Attack(init=init, step=step, images=images, evaluate=evaluate,
-                needs_anchor=needs_anchor)
+                needs_anchor=needs_anchor,
+                num_classes=classes_of(target) if num_classes is None else num_classes)

@@ -170,3 +170,32 @@ def test_default_strategy_per_backend():
   assert runner.default_strategy("cpu", 1) == runner.Strategy.HOST_LOOP
   assert runner.default_strategy("gpu", 1) == runner.Strategy.VMAP
   assert runner.default_strategy("tpu", 8) == runner.Strategy.SHARDED
+
+
+def test_label_hypotheses_out_of_range_are_rejected(tiny_lenet):
+  """Under jit a label >= N would be an all-zero one-hot row: the runner refuses it."""
+  a, _, y = _tiny_attack(tiny_lenet)
+  assert a.num_classes == 5  # read from the shared update's last layer
+  for bad in ([0, 5], [-1, 2]):
+    with pytest.raises(ValueError, match=r"out of range: they span .* lie in \[0, 5\)"):
+      runner.run(a, key=jax.random.key(0), hypotheses=np.array([y, bad]), iterations=1,
+                 progress=False)
+  # The largest valid label passes; an explicit num_classes overrides the update's.
+  runner.init_states(a, jax.random.key(0), np.array([[4, 4]]), 1)
+  narrow, _, _ = _tiny_attack(tiny_lenet, num_classes=3)
+  assert narrow.num_classes == 3
+  with pytest.raises(ValueError, match=r"lie in \[0, 3\)"):
+    runner.init_states(narrow, jax.random.key(0), np.array([[4, 4]]), 1)
+  # An attack that does not know its classes still refuses negative labels.
+  assert _fake_attack().num_classes is None
+  with pytest.raises(ValueError, match="out of range"):
+    runner.init_states(_fake_attack(), jax.random.key(0), np.array([[-2]]), 1)
+
+
+def test_classes_of_reads_the_last_layer_of_gradients_and_weights(tiny_lenet):
+  model, variables = tiny_lenet
+  params = variables["params"]
+  assert attack.classes_of(params) == 5
+  assert attack.classes_of({"classifier": {"kernel": jnp.zeros((7, 9))}}) == 9
+  assert attack.classes_of({"dense": {"kernel": jnp.zeros((7, 9))}}) is None
+  assert attack.classes_of(jnp.zeros(3)) is None

@@ -178,9 +178,14 @@ def fedavg_update(
 
   Raises:
     ValueError: bad batch (see `fedsgd_update`), local settings that do not fit the
-      batch, or both ``key`` and ``order``.
+      batch, a learning rate that is not positive, or both ``key`` and ``order``.
   """
   check_batch(images, labels)
+  lr = _concrete(local_lr)
+  if lr is not None and not np.all(lr > 0):
+    raise ValueError(f"local_lr must be positive, got {local_lr}")
+  # NumPy inputs (data.sample_batch's) cannot be indexed by the scan's traced indices.
+  images, labels = jnp.asarray(images), jnp.asarray(labels)
   num = images.shape[0]
   # Labels are indexed inside the scan (traced there): check them against the model here.
   logits = jax.eval_shape(lambda v, x: _forward(apply_fn, v, x)[0], variables,

@@ -88,6 +88,20 @@ def test_local_batch_size_not_dividing_batch_is_rejected(tiny_lenet):
                            optimizer=attack.make_optimizer(attack.Optimizer.ADAM))
 
 
+def test_numpy_batch_eagerly_and_bad_learning_rate(tiny_lenet):
+  """A batch as data.sample_batch gives it (NumPy arrays), called eagerly, as in a
+  notebook: the same weights as the traced call (NumPy arrays cannot be indexed by the
+  scan's traced indices, which used to raise TracerArrayConversionError)."""
+  model, variables, x, y, order, _ = _setup(tiny_lenet)
+  eager = victim.fedavg_update(model.apply, variables, np.asarray(x), np.asarray(y), **KW)
+  traced = jax.jit(lambda a, b: victim.fedavg_update(model.apply, variables, a, b, **KW))(x, y)
+  for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(traced)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  for lr in (0.0, -0.1):
+    with pytest.raises(ValueError, match="local_lr must be positive"):
+      victim.fedavg_update(model.apply, variables, x, y, **{**KW, "local_lr": lr})
+
+
 def test_approx_target_is_average_gradient(tiny_lenet):
   model, variables, x, y, order, delta = _setup(tiny_lenet)
   target = simulators.fedavg_approx_target(delta, local_lr=0.1, steps=4)

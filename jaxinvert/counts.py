@@ -90,6 +90,8 @@ def round_counts(scores: jax.Array, num_images: int,
   ``minimum`` (int or bool ``[N]``, summing to at most K) the counts start there and
   only the remaining units are allocated.
   """
+  if isinstance(num_images, int) and num_images <= 0:
+    raise ValueError(f"num_images (K) must be positive, got {num_images}")
   scores = jnp.asarray(scores, jnp.float32)
   start = (jnp.zeros(scores.shape, jnp.int32) if minimum is None
            else jnp.asarray(minimum, jnp.int32))

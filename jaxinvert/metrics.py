@@ -18,21 +18,33 @@ import numpy as np
 import scipy.optimize
 
 
+def _unit_range(images: jax.Array) -> jax.Array:
+  """Float32 images; integer images (uint8 0-255) are refused, not rescaled silently."""
+  if not jnp.issubdtype(jnp.result_type(images), jnp.floating):
+    raise ValueError("images must be floats in [0, 1] (data range 1), got dtype "
+                     f"{jnp.result_type(images)}; divide 8-bit images by 255")
+  return jnp.asarray(images, jnp.float32)
+
+
 def psnr(a: jax.Array, b: jax.Array) -> jax.Array:
   """Peak signal-to-noise ratio in dB per image, data range 1 (dm-pix).
 
   Args:
-    a, b: ``[..., H, W, C]`` images in [0, 1].
+    a, b: ``[..., H, W, C]`` float images in [0, 1].
 
   Returns:
     ``[...]`` PSNR; +inf for identical images.
+
+  Raises:
+    ValueError: integer images (e.g. uint8 in 0-255).
   """
-  return pix.psnr(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
+  return pix.psnr(_unit_range(a), _unit_range(b))
 
 
 def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
-  """Structural similarity per image (Wang et al., 2004; dm-pix, 11x11 Gaussian window)."""
-  return pix.ssim(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32), max_val=1.0)
+  """Structural similarity per image (Wang et al., 2004; dm-pix, 11x11 Gaussian window),
+  of float images in [0, 1] (integer images are refused, as by `psnr`)."""
+  return pix.ssim(_unit_range(a), _unit_range(b), max_val=1.0)
 
 
 def pairwise_psnr(reconstructions: jax.Array, originals: jax.Array) -> jax.Array:

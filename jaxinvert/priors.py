@@ -17,6 +17,7 @@ Each prior is a `Prior`: a name, a weight and a pure function
 from __future__ import annotations
 
 import enum
+import math
 from typing import Callable, NamedTuple
 
 import jax
@@ -33,6 +34,15 @@ class Prior(NamedTuple):
   weight: float
   fn: Callable[[jax.Array, jax.Array], jax.Array]
   needs_anchor: bool = False
+
+
+def _checked_weight(weight: float, name: str) -> float:
+  """``weight`` as a float; a negative or non-finite weight is refused (it would reward
+  what the prior penalises)."""
+  value = float(weight)
+  if not math.isfinite(value) or value < 0:
+    raise ValueError(f"the {name} prior's weight must be a finite number >= 0, got {weight}")
+  return value
 
 
 class TV(enum.Enum):
@@ -54,7 +64,18 @@ def tv_value(images: jax.Array, *, kind: TV = TV.ANISOTROPIC) -> jax.Array:
 
 
 def total_variation(weight: float, *, kind: TV = TV.ANISOTROPIC) -> Prior:
-  return Prior(f"tv_{kind.value}", weight, lambda images, anchor: tv_value(images, kind=kind))
+  """Total variation (Rudin et al., 1992), the image prior of Inverting Gradients
+  (Geiping et al., NeurIPS 2020) and of Geng et al.'s attack.
+
+  Args:
+    weight: prior weight (>= 0; 0 leaves the prior out of the attack).
+    kind: `TV` form (`tv_value`).
+
+  Returns:
+    A `Prior`.
+  """
+  return Prior(f"tv_{kind.value}", _checked_weight(weight, "total-variation"),
+               lambda images, anchor: tv_value(images, kind=kind))
 
 
 def group_consistency_value(images: jax.Array, anchor: jax.Array) -> jax.Array:
@@ -71,7 +92,8 @@ def group_consistency(weight: float) -> Prior:
   weaker per pixel and does nothing; weights of the order of TV's (1-3) act (README,
   ablation). GradInversion's 0.01 weighs an l2 norm, not this mean.
   """
-  return Prior("group_consistency", weight, group_consistency_value, needs_anchor=True)
+  return Prior("group_consistency", _checked_weight(weight, "group-consistency"),
+               group_consistency_value, needs_anchor=True)
 
 
 def batch_statistics(apply_fn: ApplyFn, variables: Variables, images: jax.Array) -> PyTree:
@@ -105,6 +127,7 @@ def bn_statistics(weight: float, *, apply_fn: ApplyFn, variables: Variables,
   Raises:
     ValueError: the model has no BatchNorm.
   """
+  weight = _checked_weight(weight, "bn_statistics")
   if "batch_stats" not in variables:
     raise ValueError("the bn_statistics prior needs a victim with BatchNorm layers; "
                      "this model has none (set its weight to 0)")

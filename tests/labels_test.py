@@ -114,6 +114,8 @@ def test_round_counts_nonnegative_and_sum_to_k():
     counts = np.asarray(labels.round_counts(scores, k))
     assert counts.sum() == k and counts.min() >= 0
   np.testing.assert_array_equal(labels.round_counts(jnp.array([2.6, 0.3, 1.1]), 4), [3, 0, 1])
+  with pytest.raises(ValueError, match="num_images .* positive, got 0"):
+    labels.round_counts(jnp.array([0.2, 0.1]), 0)
 
 
 def test_round_counts_respects_a_minimum():

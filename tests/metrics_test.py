@@ -13,6 +13,13 @@ def test_psnr_hand_computed():
   np.testing.assert_allclose(metrics.psnr(a, c), [10 * np.log10(48)], rtol=1e-5)
 
 
+def test_integer_images_are_refused_not_scored_on_the_wrong_range():
+  a = np.zeros((1, 4, 4, 3), np.uint8)
+  for fn in (metrics.psnr, metrics.ssim):
+    with pytest.raises(ValueError, match="floats in \\[0, 1\\].*uint8"):
+      fn(a, a.astype(np.float32))
+
+
 def test_ssim_identity_and_degradation():
   rng = np.random.default_rng(0)
   a = rng.uniform(size=(2, 16, 16, 3)).astype(np.float32)

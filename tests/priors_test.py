@@ -70,6 +70,18 @@ def test_bn_prior_needs_batchnorm():
     priors.bn_statistics(1.0, apply_fn=model.apply, variables=variables)
 
 
+@pytest.mark.parametrize("weight", [-0.1, float("nan"), float("inf")])
+def test_prior_weights_must_be_finite_and_nonnegative(weight):
+  model = models.get_model("convnet", num_classes=3, width=2)
+  variables = jax.jit(model.init)(jax.random.key(0))
+  makers = [lambda w: priors.total_variation(w), priors.group_consistency,
+            lambda w: priors.bn_statistics(w, apply_fn=model.apply, variables=variables)]
+  for make in makers:
+    with pytest.raises(ValueError, match="weight must be a finite number >= 0"):
+      make(weight)
+    assert make(0.5).weight == 0.5 and make(0).weight == 0.0
+
+
 @pytest.mark.parametrize("box", list(priors.Box))
 def test_box_round_trip(box):
   images = jax.random.uniform(jax.random.key(4), (2, 3, 3, 3), minval=0.01, maxval=0.99)

@@ -70,6 +70,12 @@ def validate(config) -> None:
     if len(given) != config.batch_size:
       common.fail("labels", f"needs {config.batch_size} comma-separated labels, got "
                   f"{config.labels!r}")
+    classes = config.get("head_classes", 0) or common.num_classes(config)
+    if not all(s.strip().isdigit() and int(s) < classes for s in given):
+      common.fail("labels", f"needs integers in [0, {classes}) (the victim's classes), got "
+                  f"{config.labels!r}")
+  if config.label_method != "auto":
+    common._choice(config, "label_method", [m.value for m in labels_lib.Method])  # pylint: disable=protected-access
   if config.wrong_labels and config.label_source != "true":
     common.fail("wrong_labels", "changes the true labels: it needs label_source=true")
   if not 0 <= config.wrong_labels <= config.batch_size:

@@ -127,3 +127,19 @@ def test_wrong_labels_change_that_many_of_the_true_labels():
   config.wrong_labels = 5
   with pytest.raises(ValueError, match="config.wrong_labels: must be between 0 and batch_size"):
     reconstruct.validate(config)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("labels", "3,a", r"config.labels: needs integers in \[0, 20\)"),
+    ("labels", "3,20", r"config.labels: needs integers in \[0, 20\)"),
+    ("labels", "3,-1", r"config.labels: needs integers"),
+    ("label_method", "bogus", "config.label_method: 'bogus' is not one of"),
+])
+def test_given_labels_and_label_method_are_checked_before_any_work(field, value, match):
+  config = _config(batch_size=2, label_source="given", labels="3,19")
+  reconstruct.validate(config)  # the largest class passes
+  config[field] = value
+  if field == "label_method":
+    config.label_source = "restored"
+  with pytest.raises(ValueError, match=match):
+    reconstruct.validate(config)

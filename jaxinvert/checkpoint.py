@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -44,13 +45,16 @@ def load_victim(directory: str, step: int | None = None, *, like: PyTree | None 
     directory: the checkpoint directory.
     step: which step; ``None`` = the latest.
     like: variables of the same model (e.g. ``model.init(key)``) giving the tree
-      structure to restore into; without it plain nested dicts come back.
+      structure, shapes and dtypes to restore into; without it plain nested dicts come
+      back.
 
   Returns:
     ``(variables, metadata)``.
 
   Raises:
     FileNotFoundError: no checkpoint (at that step) in ``directory``.
+    ValueError: ``like`` is another model than the one saved (a leaf missing, extra or
+      of another shape); the message names the leaf and the saved metadata.
   """
   steps = victim_steps(directory)
   if not steps:
@@ -61,11 +65,38 @@ def load_victim(directory: str, step: int | None = None, *, like: PyTree | None 
     raise FileNotFoundError(f"no victim checkpoint at step {step} in {directory!r}; "
                             f"steps saved: {steps}")
   with _manager(directory, max_to_keep=None) as mngr:
-    target = (ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, like))
-              if like is not None else ocp.args.StandardRestore())
-    restored = mngr.restore(step, args=ocp.args.Composite(variables=target,
-                                                          metadata=ocp.args.JsonRestore()))
-  return restored["variables"], dict(restored["metadata"] or {})
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        variables=ocp.args.StandardRestore(), metadata=ocp.args.JsonRestore()))
+  metadata = dict(restored["metadata"] or {})
+  variables = restored["variables"]
+  if like is not None:
+    variables = _restored_like(like, variables, f"step {step} in {directory!r}", metadata)
+  return variables, metadata
+
+
+def _restored_like(like: PyTree, stored: PyTree, where: str, metadata: dict[str, Any]
+                   ) -> PyTree:
+  """``stored`` (plain nested dicts) in ``like``'s tree, shapes checked leaf by leaf."""
+  saved = {jax.tree_util.keystr(path): leaf
+           for path, leaf in jax.tree_util.tree_flatten_with_path(stored)[0]}
+  wanted, treedef = jax.tree_util.tree_flatten_with_path(like)
+  hint = ("; build the victim with the config it was trained with (saved metadata: "
+          f"{metadata})")
+  extra = sorted(set(saved) - {jax.tree_util.keystr(path) for path, _ in wanted})
+  if extra:
+    raise ValueError(f"the victim checkpoint at {where} holds {extra[0]}, which the model "
+                     f"has not{hint}")
+  leaves = []
+  for path, ref in wanted:
+    name = jax.tree_util.keystr(path)
+    if name not in saved:
+      raise ValueError(f"the victim checkpoint at {where} has no {name}{hint}")
+    leaf = np.asarray(saved[name])
+    if leaf.shape != tuple(ref.shape):
+      raise ValueError(f"the victim checkpoint at {where} saved {name} with shape "
+                       f"{leaf.shape}, the model has {tuple(ref.shape)}{hint}")
+    leaves.append(jnp.asarray(leaf, dtype=ref.dtype))
+  return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 class AttackCheckpointer:

@@ -25,8 +25,9 @@ import jax.numpy as jnp
 import optax
 
 from jaxinvert import objectives
+from jaxinvert.counts import classifier_grads
 from jaxinvert.priors import Box, Prior
-from jaxinvert.types import CLASSIFIER, PyTree
+from jaxinvert.types import PyTree
 
 Simulate = Callable[[jax.Array, jax.Array, jax.Array], PyTree]
 
@@ -132,13 +133,13 @@ class Attack(NamedTuple):
 
 def classes_of(update: PyTree) -> int | None:
   """Number of classes of an update (gradient or weights) whose last layer is
-  ``update[CLASSIFIER]`` with a ``kernel`` ``[features, classes]`` or a ``bias``
-  ``[classes]``, as every model of `jaxinvert.models` names it; else None."""
-  layer = update.get(CLASSIFIER) if hasattr(update, "get") else None
-  if not hasattr(layer, "get"):
+  ``update[CLASSIFIER]`` with a ``kernel`` ``[features, classes]``, as every model of
+  `jaxinvert.models` names it (`counts.classifier_grads`); else None."""
+  try:
+    weight, _ = classifier_grads(update)
+  except ValueError:
     return None
-  leaf = layer.get("bias") if layer.get("bias") is not None else layer.get("kernel")
-  return int(leaf.shape[-1]) if getattr(leaf, "ndim", 0) >= 1 else None
+  return int(weight.shape[0])
 
 
 def matching_attack(

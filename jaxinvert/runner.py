@@ -32,7 +32,7 @@ import tqdm
 
 from jaxinvert.attack import Attack, AttackState
 from jaxinvert.checkpoint import AttackCheckpointer
-from jaxinvert import parallel
+from jaxinvert import parallel, victim
 
 
 class Strategy(enum.Enum):
@@ -95,22 +95,6 @@ class RunResult(NamedTuple):
   resumed_from: int = 0
 
 
-def _check_label_range(hypotheses: jax.Array, num_classes: int | None) -> None:
-  """Labels below 0, or at or above the attack's ``num_classes`` where it is known
-  (traced hypotheses are not checked)."""
-  try:
-    values = np.asarray(hypotheses)
-  except jax.errors.TracerArrayConversionError:
-    return
-  if not values.size:
-    return
-  low, high = int(values.min()), int(values.max())
-  if low < 0 or (num_classes is not None and high >= num_classes):
-    allowed = f"[0, {num_classes})" if num_classes is not None else "[0, number of classes)"
-    raise ValueError(f"label hypotheses out of range: they span [{low}, {high}], the "
-                     f"victim's labels lie in {allowed}")
-
-
 def init_states(attack: Attack, key: jax.Array, hypotheses: jax.Array, restarts: int
                 ) -> AttackState:
   """Stacked initial states, leading axis H x R (hypothesis-major).
@@ -122,7 +106,7 @@ def init_states(attack: Attack, key: jax.Array, hypotheses: jax.Array, restarts:
     raise ValueError(f"hypotheses must be [H, B] label arrays, got shape {hypotheses.shape}")
   if restarts <= 0:
     raise ValueError(f"restarts must be positive, got {restarts}")
-  _check_label_range(hypotheses, attack.num_classes)
+  victim.check_label_range(hypotheses, attack.num_classes, what="label hypotheses")
   num = hypotheses.shape[0] * restarts
   keys = jax.random.split(key, num)
   labels = jnp.repeat(hypotheses, restarts, axis=0)

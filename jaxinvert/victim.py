@@ -55,12 +55,19 @@ def check_batch(images: jax.Array, labels: jax.Array) -> None:
     raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
 
 
-def _check_label_range(labels: jax.Array, num_classes: int) -> None:
+def check_label_range(labels: jax.Array, num_classes: int | None, *,
+                      what: str = "labels") -> None:
+  """Raises ValueError for labels below 0 or at or above ``num_classes`` (None: not
+  known, only negatives are refused). Traced labels are not checked: under `jit` an
+  out-of-range label would become an all-zero one-hot row, silently."""
   values = _concrete(labels)
-  if values is not None and values.size and (values.min() < 0 or values.max() >= num_classes):
-    raise ValueError(
-        f"labels out of range: the model has {num_classes} classes, labels span "
-        f"[{values.min()}, {values.max()}]")
+  if values is None or not values.size:
+    return
+  low, high = int(values.min()), int(values.max())
+  if low < 0 or (num_classes is not None and high >= num_classes):
+    allowed = f"[0, {num_classes})" if num_classes is not None else "[0, number of classes)"
+    raise ValueError(f"{what} out of range: they span [{low}, {high}], the victim's labels "
+                     f"lie in {allowed}")
 
 
 def _forward(apply_fn: ApplyFn, variables: Variables, images: jax.Array):
@@ -78,7 +85,7 @@ def batch_loss(
 ) -> tuple[jax.Array, PyTree]:
   """Mean cross-entropy of ``params`` on a batch, and the model's new state."""
   logits, state = _forward(apply_fn, {**variables, "params": params}, images)
-  _check_label_range(labels, logits.shape[-1])
+  check_label_range(labels, logits.shape[-1])
   return mean_cross_entropy(logits, labels), state
 
 
@@ -190,7 +197,7 @@ def fedavg_update(
   # Labels are indexed inside the scan (traced there): check them against the model here.
   logits = jax.eval_shape(lambda v, x: _forward(apply_fn, v, x)[0], variables,
                           images[:max(1, min(local_batch_size, num))])
-  _check_label_range(labels, logits.shape[-1])
+  check_label_range(labels, logits.shape[-1])
   steps_per_epoch = local_steps(num, local_epochs=local_epochs,
                                 local_batch_size=local_batch_size) // local_epochs
   if key is not None and order is not None:

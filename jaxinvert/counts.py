@@ -108,8 +108,11 @@ def hypotheses(scores: jax.Array, *, num_images: int, num: int, candidates: int 
   """The ``num`` most likely count vectors, best first, all distinct.
 
   Likelihood: squared distance to ``scores``. Alternatives to `round_counts` move one
-  or two units between the ``candidates`` classes whose scores sit closest to a
-  rounding boundary (the smallest margins).
+  or two units between the ``candidates`` classes whose cheapest valid unit move costs
+  least: with d = score - rounded count, giving a unit away adds 1 + 2d to the squared
+  distance (only where the count is above its minimum) and taking one adds 1 - 2d.
+  Ties, e.g. scores that sit on integers, go to the classes that can give a unit, so
+  that alternatives exist however integral the scores are.
 
   Args:
     scores: real-valued counts ``[N]``.
@@ -136,8 +139,11 @@ def hypotheses(scores: jax.Array, *, num_images: int, num: int, candidates: int 
     return best[None]
   n_classes = scores.shape[0]
   m = min(candidates, n_classes)
-  margin = jnp.abs(jnp.abs(scores - best) - 0.5)  # 0 = on the boundary
-  cand = jnp.argsort(margin)[:m]
+  floor = 0 if minimum is None else jnp.asarray(minimum, jnp.int32)
+  offset = scores - best
+  can_give = best > floor
+  move_cost = jnp.minimum(jnp.where(can_give, 1 + 2 * offset, jnp.inf), 1 - 2 * offset)
+  cand = jnp.lexsort((jnp.logical_not(can_give), move_cost))[:m]
   pairs = [(i, j) for i in range(m) for j in range(m) if i != j]
   moves = [()] + [(p,) for p in pairs] + list(itertools.combinations(pairs, 2))
   slot_delta = np.zeros((len(moves), m), np.int32)  # in candidate slots, static
@@ -153,8 +159,7 @@ def hypotheses(scores: jax.Array, *, num_images: int, num: int, candidates: int 
   options = best[None] + jnp.asarray(slot_delta) @ jax.nn.one_hot(cand, n_classes,
                                                                  dtype=jnp.int32)
   cost = jnp.sum(jnp.square(options - scores[None]), axis=1)
-  floor = 0 if minimum is None else jnp.asarray(minimum, jnp.int32)[None]
-  cost = jnp.where(jnp.all(options >= floor, axis=1), cost, jnp.inf)
+  cost = jnp.where(jnp.all(options >= jnp.asarray(floor)[None], axis=1), cost, jnp.inf)
   order = jnp.argsort(cost, stable=True)
   if not strict:  # static shape: cycle through the options when there are fewer than num
     return options[order[np.arange(num) % options.shape[0]]]

@@ -418,7 +418,7 @@ def search(key: jax.Array, *, base_scores: jax.Array, update: Params, variables:
       ``minimum`` requires (`counts.on_support`) is a first-round candidate too (ours).
       Where the sign rule has found all of the batch's classes the truth is then among
       the candidates, which the estimators' hypotheses (one or two unit moves between
-      the classes of smallest margin) often miss once the victim is trained. 0: off.
+      the classes where a move costs least) often miss once the victim is trained. 0: off.
     space: where each fit starts (`FitSpace`; the default is `labels.restore`'s).
 
   Returns:

@@ -229,6 +229,19 @@ def test_hypotheses_respect_a_minimum():
   assert len({tuple(h) for h in hyps}) == 4
 
 
+def test_hypotheses_exist_around_integral_scores():
+  # A certified estimate (`fit`) gives scores on integers: every margin ties, and the
+  # alternatives must still move units out of the classes that hold them.
+  scores = jnp.zeros(20).at[12].set(2.0).at[17].set(2.0)
+  hyps = np.asarray(labels.hypotheses(scores, num_images=4, num=5))
+  np.testing.assert_array_equal(hyps[0], np.asarray(scores))
+  assert len({tuple(h) for h in hyps}) == 5
+  assert np.all(hyps.sum(1) == 4) and hyps.min() >= 0
+  # Each runner-up moves one unit (cost 2), so out of class 12 or 17.
+  assert np.all(np.abs(hyps[1:] - hyps[0]).sum(1) == 2)
+  assert np.all(np.minimum(hyps[1:, 12], hyps[1:, 17]) == 1)
+
+
 def test_hypotheses_too_many_raises():
   with pytest.raises(ValueError, match="only"):
     labels.hypotheses(jnp.array([1.0]), num_images=1, num=3)

@@ -230,6 +230,9 @@ def restore_labels(config, model: Model, variables, update, key: jax.Array):
   return method, restore(key, start=variables, end=update)
 
 
+_BOOLS = {"1": True, "true": True, "0": False, "false": False}
+
+
 def parse_cells(config) -> list[dict]:
   """``config.cells = 'a=1,b=x;a=2'`` -> ``[{'a': 1, 'b': 'x'}, {'a': 2}]``, typed like the config."""
   if not config.get("cells"):
@@ -238,11 +241,22 @@ def parse_cells(config) -> list[dict]:
   for spec in config.cells.split(";"):
     cell = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
-      field, _, value = item.partition("=")
+      field, eq, value = (s.strip() for s in item.partition("="))
+      if not eq:
+        fail("cells", f"{item!r} in {spec!r} is not field=value")
       if field not in config:
         fail("cells", f"unknown field {field!r} in {spec!r}")
       kind = type(config[field])
-      cell[field] = (value.lower() in ("1", "true")) if kind is bool else kind(value)
+      if kind is bool:
+        if value.lower() not in _BOOLS:
+          fail("cells", f"{field}={value!r} in {spec!r}: expected one of {sorted(_BOOLS)}")
+        cell[field] = _BOOLS[value.lower()]
+        continue
+      try:
+        cell[field] = kind(value)
+      except ValueError:
+        fail("cells", f"{field}={value!r} in {spec!r} is not a {kind.__name__} "
+                      f"(the config's {field} is {config[field]!r})")
     cells.append(cell)
   return cells
 

@@ -135,6 +135,19 @@ def test_sweep_writes_table_and_figure(tmp_path):
   assert (tmp_path / "sweep.png").exists()
 
 
+def test_cells_are_typed_like_the_config_and_bad_ones_are_named():
+  c = lenet_b4.get_config()
+  c.cells = "batch_size=2, tv=0.1,progress=False;local_lr=1e-3,remat=true"
+  assert common.parse_cells(c) == [{"batch_size": 2, "tv": 0.1, "progress": False},
+                                   {"local_lr": 1e-3, "remat": True}]
+  for cells, named in (("batch_size=x", "batch_size='x' .* not a int"),
+                       ("remat=yes", "remat='yes'"), ("batch_size", ".* is not field=value"),
+                       ("bogus=1", "unknown field 'bogus'")):
+    c.cells = cells
+    with pytest.raises(ValueError, match=f"config.cells: {named}"):
+      common.parse_cells(c)
+
+
 def test_train_victim_saves_checkpoints(tmp_path):
   c = train_config.get_config()
   c.model, c.width, c.train_steps, c.save_steps = "lenet", 0, 3, "0,3"

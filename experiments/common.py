@@ -255,7 +255,7 @@ def parse_cells(config) -> list[dict]:
       try:
         cell[field] = kind(value)
       except ValueError:
-        fail("cells", f"{field}={value!r} in {spec!r} is not a {kind.__name__} "
+        fail("cells", f"{field}={value!r} in {spec!r} is not of type {kind.__name__} "
                       f"(the config's {field} is {config[field]!r})")
     cells.append(cell)
   return cells

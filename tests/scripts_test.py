@@ -140,7 +140,7 @@ def test_cells_are_typed_like_the_config_and_bad_ones_are_named():
   c.cells = "batch_size=2, tv=0.1,progress=False;local_lr=1e-3,remat=true"
   assert common.parse_cells(c) == [{"batch_size": 2, "tv": 0.1, "progress": False},
                                    {"local_lr": 1e-3, "remat": True}]
-  for cells, named in (("batch_size=x", "batch_size='x' .* not a int"),
+  for cells, named in (("batch_size=x", "batch_size='x' .* not of type int"),
                        ("remat=yes", "remat='yes'"), ("batch_size", ".* is not field=value"),
                        ("bogus=1", "unknown field 'bogus'")):
     c.cells = cells

@@ -40,6 +40,8 @@ def validate(config) -> list[dict]:
     common.fail("trials", f"must be positive, got {config.trials}")
   if config.train_steps < 0:
     common.fail("train_steps", f"must be >= 0, got {config.train_steps}")
+  if config.num_dummies < 0:
+    common.fail("num_dummies", f"must be 0 (K dummies) or positive, got {config.num_dummies}")
   for method in config.methods.split(","):
     if method not in [m.value for m in labels.Method]:
       common.fail("methods", f"unknown method {method!r}; choose from "

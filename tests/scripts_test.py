@@ -377,6 +377,14 @@ def test_default_label_config_measures_the_library_default():
   assert labels.DEFAULT_METHOD.value in methods
 
 
+@pytest.mark.parametrize("field,value", [("trials", 0), ("train_steps", -1), ("num_dummies", -1)])
+def test_restore_labels_names_a_count_out_of_range(field, value):
+  config = labels_config.get_config()
+  config[field] = value
+  with pytest.raises(ValueError, match=f"config.{field}"):
+    restore_labels.validate(config)
+
+
 def test_restore_labels_names_an_unknown_fit_space():
   config = labels_config.get_config()
   config.fit_space = "features"

@@ -69,6 +69,8 @@ def validate_setting(config: ml_collections.ConfigDict) -> None:
   if config.setting == "fedavg":
     _choice(config, "fedavg_method", ("unroll", "approx"))
     _choice(config, "fedavg_order", ("known", "random", "average"))
+    if config.fedavg_order == "average" and config.get("fedavg_order_samples", 1) < 1:
+      fail("fedavg_order_samples", f"must be >= 1, got {config.fedavg_order_samples}")
     if config.local_epochs <= 0:
       fail("local_epochs", f"must be positive, got {config.local_epochs}")
     if config.local_lr <= 0:

@@ -94,6 +94,14 @@ def test_nonsense_config_rejected_before_work(tmp_path, field, value, match):
   assert not (tmp_path / "results.json").exists()
 
 
+def test_fedavg_order_samples_out_of_range_rejected_before_work(tmp_path):
+  config = _config(setting="fedavg", batch_size=2, fedavg_order="average",
+                   fedavg_order_samples=0)
+  with pytest.raises(ValueError, match="config.fedavg_order_samples: must be >= 1, got 0"):
+    reconstruct.run(config, str(tmp_path))
+  assert not (tmp_path / "results.json").exists()
+
+
 def test_fedavg_restored_labels_tried_in_every_mini_batch_placement(tmp_path):
   config = lenet_fedavg.get_config()
   # Adam over one local epoch: the placements are the point here, and L-BFGS through two

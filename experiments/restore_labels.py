@@ -179,16 +179,18 @@ def sign_rule_summary(flagged: np.ndarray, true_counts: np.ndarray) -> dict:
     Per trial the number of flagged and of present classes; the rates of batches whose
     flagged set lies within their classes (``subset_rate``, 1 by the rule's argument)
     and equals them (``complete_rate``); and ``one_flagged_misread``, the batches with
-    one flagged class but two or more classes, which `labels.with_present` would
-    misread as a one-class batch.
+    one flagged class but two or more classes, which `labels.with_present` misreads
+    as a one-class batch (0 on 2-class heads, where it does not apply that rule:
+    `labels.one_class_rule_applies`).
   """
   present = true_counts > 0
   flagged = flagged > 0
   num_flagged, num_present = flagged.sum(1), present.sum(1)
+  rule = labels.one_class_rule_applies(flagged.shape[1])
   return {"flagged": num_flagged.tolist(), "classes": num_present.tolist(),
           "subset_rate": float(np.mean(np.all(flagged <= present, axis=1))),
           "complete_rate": float(np.mean(np.all(flagged == present, axis=1))),
-          "one_flagged_misread": int(np.sum((num_flagged == 1) & (num_present > 1)))}
+          "one_flagged_misread": int(rule * np.sum((num_flagged == 1) & (num_present > 1)))}
 
 
 def fitted_fraction(model, start, ends, images, true_counts) -> float:

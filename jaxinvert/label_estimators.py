@@ -194,8 +194,10 @@ def _regressed_mean(features: jax.Array, k_dw: jax.Array, k_db: jax.Array, *,
   estimate is then shrunk towards the dummies' own mean feature by
   ``max(0, 1 - E|error|^2 / |obar - dummy mean|^2)``, the expected squared error read
   from the weighted residuals: where the dummies already have the batch's mean (e.g.
-  ResNet-18's global pooling after BatchNorm) the noisy regression is not used. Absent
-  classes (``c_n = 0``) enter with the largest weight, as in `recentred`'s pooled rows.
+  ResNet-18's global pooling after BatchNorm) the noisy regression is not used. With
+  two classes the fit leaves no residual to read that error from and the dummies' mean
+  is returned. Absent classes (``c_n = 0``) enter with the largest weight, as in
+  `recentred`'s pooled rows.
 
   Args:
     features: dummy features ``[M, d]``.
@@ -224,10 +226,18 @@ def _regressed_mean(features: jax.Array, k_dw: jax.Array, k_db: jax.Array, *,
     obar, _, _ = solve(obar)
   _, weights, cov = solve(obar)
   num_classes, dim = k_dw.shape
-  residual = k_dw - cov - k_db[:, None] * obar[None]
-  noise = jnp.sum(weights[:, None] * residual ** 2) / (max(num_classes - 1, 1) * dim)
-  error = dim * noise / jnp.maximum(jnp.sum(weights * k_db ** 2), 1e-30)
   base = features.mean(axis=0)
+  # The rows, the bias gradients and the covariance terms each sum to zero over classes,
+  # and obar takes d: the residuals have (N - 2) d degrees of freedom. With two classes
+  # that is none, the fit is exact whatever obar's error, and the dummies' mean is kept.
+  # Above two the divisor stays (N - 1) d, as when eps and the rule were chosen: (N - 2) d
+  # moved SELECT by -3 exact batches of 1,200 on 5- and 10-class heads (docs/labels.md,
+  # "Small heads").
+  if num_classes <= 2:
+    return base
+  residual = k_dw - cov - k_db[:, None] * obar[None]
+  noise = jnp.sum(weights[:, None] * residual ** 2) / ((num_classes - 1) * dim)
+  error = dim * noise / jnp.maximum(jnp.sum(weights * k_db ** 2), 1e-30)
   gap = jnp.sum((obar - base) ** 2)
   shrink = jnp.clip(1.0 - error / jnp.maximum(gap, 1e-30), 0.0, 1.0)
   return base + shrink * (obar - base)
@@ -408,8 +418,19 @@ def certain_classes(update: Params, num_images: int,
 # ----------------------------------------------------------------- combining estimates
 
 
+def one_class_rule_applies(num_classes: int) -> bool:
+  """Whether `with_present` reads a single flagged class as a one-class batch by default:
+  on heads of more than two classes. The bias gradients sum to zero, so one of them is
+  always negative; with N = 2 the other is positive whenever the batch's softmax mass on
+  its class reaches its count, which an untrained 2-class victim (about half its mass on
+  each class) gives nearly every mixed batch. One flagged class of two then says little
+  about the batch: on 2-class victims the rule misread most mixed batches (docs/labels.md,
+  "Small heads")."""
+  return num_classes > 2
+
+
 def with_present(scores: jax.Array, present: jax.Array, num_images: int, *,
-                 one_class: bool = True) -> LabelEstimate:
+                 one_class: bool | None = None) -> LabelEstimate:
   """An estimate made consistent with the classes certainly in the batch (ours).
 
   Each class in ``present`` (`certain_classes`) holds at least one image; when there
@@ -420,17 +441,20 @@ def with_present(scores: jax.Array, present: jax.Array, num_images: int, *,
   With ``one_class``, a single flagged class is read as a batch of K images of that
   class. This is a rule of thumb, not a certificate: an unflagged class m may still
   hold images if the batch's softmax mass on it reaches its count (S_m >= c_m) and,
-  with non-negative features, its weight row stays non-negative too. On the label
-  benchmarks of docs/labels.md (FedSGD and FedAvg, untrained and trained victims, B up
-  to 128) no batch of two or more classes had a single flagged class (`sign_rule` in the
-  output of ``experiments/restore_labels.py``), while every closed form, once the victim
-  is confident, spreads the counts of a one-class batch over absent classes.
+  with non-negative features, its weight row stays non-negative too. On the 20-class
+  label benchmarks of docs/labels.md (FedSGD and FedAvg, untrained and trained victims,
+  B up to 128) no batch of two or more classes had a single flagged class (`sign_rule`
+  in the output of ``experiments/restore_labels.py``), while every closed form, once the
+  victim is confident, spreads the counts of a one-class batch over absent classes. On
+  2-class heads it misread most mixed batches, so by default it applies only where
+  N > 2 (`one_class_rule_applies`).
 
   Args:
     scores: real-valued counts ``[N]`` of some estimator.
     present: int ``[N]``, 1 for a class certainly present.
     num_images: K.
-    one_class: apply the one-flagged-class rule above.
+    one_class: apply the one-flagged-class rule above; None (default): where
+      `one_class_rule_applies` (heads of more than two classes).
 
   Returns:
     A `LabelEstimate` whose counts are at least ``present``; the scores are raised to 1
@@ -438,6 +462,8 @@ def with_present(scores: jax.Array, present: jax.Array, num_images: int, *,
     under ``one_class``), so that hypotheses drawn from them respect it too.
   """
   present = jnp.asarray(present, jnp.int32)
+  if one_class is None:
+    one_class = one_class_rule_applies(present.shape[-1])
   flagged = jnp.sum(present)
   scores = jnp.where(present > 0, jnp.maximum(scores, 1.0), scores)
   scores = jnp.where(flagged == num_images, present.astype(scores.dtype), scores)

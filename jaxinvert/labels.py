@@ -16,9 +16,9 @@ are unknown; Geng et al. estimate them by pushing dummy inputs through the victi
 Since every p_kn > 0, db_n < 0 only for a class in the batch, and with features o >= 0
 the same holds for any negative entry of the row dW_n (`counts.present_classes`);
 `Method.SELECT` and `Method.FIT` give each such class at least one image, and when there
-are K of them the answer is exactly those K classes (`with_present`, ours); a single
-flagged class is read as a one-class batch (a rule of thumb that held on every batch
-of the benchmarks).
+are K of them the answer is exactly those K classes (`with_present`, ours); on heads
+of more than two classes a single flagged class is read as a one-class batch (a rule of
+thumb that held on every batch of the 20-class benchmarks).
 
 `Method.FIT` (ours) goes further where 2K <= N: it fits every image's logit vector to
 the last layer's gradient for candidate count vectors and keeps the one that fits
@@ -53,7 +53,8 @@ from jaxinvert.label_dummies import (DummyDist, FeaturesFn, dummy_images,  # re-
 from jaxinvert.label_estimators import (INTEGRAL_TOLERANCE, OUR_DUMMIES,  # re-exported
                                         FeatureDomain, LabelEstimate, certain_classes,
                                         cluster, geng, geng_bias, gradinversion, idlg,
-                                        ilrg, llg_plus, recentred, select, with_present)
+                                        ilrg, llg_plus, one_class_rule_applies,
+                                        recentred, select, with_present)
 from jaxinvert.label_fit import FitSpace  # re-exported
 from jaxinvert.types import Params, Variables
 
@@ -273,6 +274,15 @@ def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variable
             select_from: Sequence[Method]
             ) -> tuple[LabelEstimate, _FitInputs]:
   """SELECT's estimate, and what FIT searches from (its candidates' sources)."""
+  num_classes = classifier_grads(update)[0].shape[0]
+  if num_classes <= 2:
+    # ILRG and CLUSTER read each class's features from its own row as dW_n / db_n; with
+    # two classes the rows and bias gradients are each the negative of the other, so
+    # both classes get the same features and the models are degenerate (on 2-class
+    # victims they were the worst estimators and, chosen or in the median, cost SELECT
+    # most of its exact batches; docs/labels.md, "Small heads").
+    select_from = tuple(m for m in select_from
+                        if m not in (Method.ILRG, Method.CLUSTER)) or select_from
   keys = jax.random.split(key, len(select_from) + 1)
   common = dict(update=update, features_fn=features_fn, variables=variables,
                 num_images=num_images, image_shape=image_shape, num_dummies=num_dummies,
@@ -298,7 +308,8 @@ def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variable
   # geng_bias stays a source (its candidates were FIT's before RECENTRED replaced it).
   sources = jnp.stack([e.scores for e in base] + [e.scores for e in plain]
                       + [idlg(update, num_images=num_images).scores, chosen.scores])
-  decided = (jnp.sum(present) == num_images) | (jnp.sum(present) == 1)
+  decided = (jnp.sum(present) == num_images) | (
+      (jnp.sum(present) == 1) & one_class_rule_applies(num_classes))
   return chosen, _FitInputs(keys[-1], sources, present, decided)
 
 

@@ -97,6 +97,9 @@ def test_sign_rule_summary_counts_misreads():
   assert summary["flagged"] == [1, 1, 2, 1] and summary["classes"] == [1, 2, 3, 1]
   assert summary["subset_rate"] == 0.75 and summary["complete_rate"] == 0.25
   assert summary["one_flagged_misread"] == 1  # the second batch (the fourth is not a subset)
+  # A 2-class head: the rule is not applied there, so nothing is misread by it.
+  two = restore_labels.sign_rule_summary(np.array([[1, 0], [1, 0]]), np.array([[3, 1], [4, 0]]))
+  assert two["one_flagged_misread"] == 0 and two["complete_rate"] == 0.5
 
 
 def test_restore_labels_fedavg_cells_table_and_figure(tmp_path):
@@ -364,7 +367,8 @@ def test_bench_fedavg_memory_remat_saves_memory(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["labels_grid", "labels_small", "labels_duplicates",
-                                  "labels_fedavg", "labels_select", "labels_wide"])
+                                  "labels_fedavg", "labels_select", "labels_wide",
+                                  "labels_heads"])
 def test_label_benchmark_configs_validate(name):
   config = importlib.import_module(f"experiments.configs.{name}").get_config()
   cells = restore_labels.validate(config)

@@ -230,9 +230,9 @@ def _regressed_mean(features: jax.Array, k_dw: jax.Array, k_db: jax.Array, *,
   # The rows, the bias gradients and the covariance terms each sum to zero over classes,
   # and obar takes d: the residuals have (N - 2) d degrees of freedom. With two classes
   # that is none, the fit is exact whatever obar's error, and the dummies' mean is kept.
-  # Above two the divisor stays (N - 1) d, as when eps and the rule were chosen: (N - 2) d
-  # moved SELECT by -3 exact batches of 1,200 on 5- and 10-class heads (docs/labels.md,
-  # "Small heads").
+  # Above two the divisor stays (N - 1) d, as when eps and this shrinkage were chosen:
+  # (N - 2) d moved SELECT by -3 exact batches of 1,200 on 5- and 10-class heads
+  # (docs/labels.md, "Small heads").
   if num_classes <= 2:
     return base
   residual = k_dw - cov - k_db[:, None] * obar[None]

@@ -278,9 +278,10 @@ def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variable
   if num_classes <= 2:
     # ILRG and CLUSTER read each class's features from its own row as dW_n / db_n; with
     # two classes the rows and bias gradients are each the negative of the other, so
-    # both classes get the same features and the models are degenerate (on 2-class
-    # victims they were the worst estimators and, chosen or in the median, cost SELECT
-    # most of its exact batches; docs/labels.md, "Small heads").
+    # both classes get the same features and the models are degenerate (on five 2-class
+    # victims the two were the least exact estimators, and leaving them out raised
+    # SELECT's exact batches on the three untrained ones from 140 to 174 of 336, the
+    # one-class rule still on; docs/labels.md, "Small heads").
     select_from = tuple(m for m in select_from
                         if m not in (Method.ILRG, Method.CLUSTER)) or select_from
   keys = jax.random.split(key, len(select_from) + 1)

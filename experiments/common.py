@@ -57,6 +57,11 @@ def validate_victim_and_data(config: ml_collections.ConfigDict) -> data.LabelDis
   if config.get("head_classes", 0) and config.head_classes < num_classes(config):
     fail("head_classes", f"{config.head_classes} outputs cannot label the data's "
          f"{num_classes(config)} classes (0 = as many as the data has)")
+  outputs = config.get("head_classes", 0) or num_classes(config)
+  if outputs < 2:
+    fail("head_classes" if config.get("head_classes", 0) else "num_classes",
+         f"the victim would have {outputs} output; a 1-class head's gradient is zero, so "
+         "it shares nothing (at least 2)")
   try:
     return data.check_label_dist(config.label_dist, batch_size=config.batch_size,
                                  num_classes=num_classes(config))

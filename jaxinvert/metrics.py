@@ -72,9 +72,13 @@ def match(reconstructions: jax.Array, originals: jax.Array) -> np.ndarray:
 def label_accuracy(predicted: Sequence[int], true: Sequence[int]) -> float:
   """|multiset(predicted) ∩ multiset(true)| / len(true) (Geng et al.'s label accuracy)."""
   true = np.asarray(true).ravel().tolist()
+  predicted = np.asarray(predicted).ravel().tolist()
   if not true:
     raise ValueError("label_accuracy needs at least one true label")
-  common = collections.Counter(np.asarray(predicted).ravel().tolist()) & collections.Counter(true)
+  if len(predicted) != len(true):
+    raise ValueError(f"label_accuracy compares labels of one batch: {len(predicted)} "
+                     f"predicted against {len(true)} true")
+  common = collections.Counter(predicted) & collections.Counter(true)
   return sum(common.values()) / len(true)
 
 

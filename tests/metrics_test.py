@@ -50,6 +50,11 @@ def test_label_accuracy_multiset(pred, true, acc, exact):
   assert metrics.labels_exact(pred, true) == exact
 
 
+def test_label_accuracy_refuses_batches_of_different_sizes():
+  with pytest.raises(ValueError, match="2 predicted against 3 true"):
+    metrics.label_accuracy([0, 1], [0, 1, 1])
+
+
 def test_counts_to_labels():
   np.testing.assert_array_equal(metrics.counts_to_labels([0, 2, 1]), [1, 1, 2])
 

@@ -59,6 +59,8 @@ def test_bad_model_arguments():
     models.get_model("vgg", num_classes=10)
   with pytest.raises(ValueError, match="num_classes"):
     models.get_model("lenet", num_classes=0)
+  with pytest.raises(ValueError, match="num_classes must be at least 2, got 1"):
+    models.get_model("lenet", num_classes=1)
   with pytest.raises(ValueError, match="32x32"):
     models.get_model("convnet", num_classes=10, image_size=64)
 

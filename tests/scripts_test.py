@@ -78,6 +78,11 @@ def test_restore_labels_on_a_head_wider_than_the_data(tmp_path):
   c.head_classes = 3
   with pytest.raises(ValueError, match="config.head_classes"):
     restore_labels.validate(c)
+  c.num_classes, c.head_classes = 1, 0
+  with pytest.raises(ValueError, match="config.num_classes: the victim would have 1 output"):
+    restore_labels.validate(c)
+  c.head_classes, c.label_dist = 2, "repeat"  # one class of data under a 2-output head
+  restore_labels.validate(c)
 
 
 def test_scripts_add_their_xla_flags_unless_the_user_set_them():

@@ -41,7 +41,8 @@ def get_model(
     A `Model` whose ``apply``/``features`` are pure functions of (variables, images).
 
   Raises:
-    ValueError: unknown name, or a size/width/class count that is not positive.
+    ValueError: unknown name, a size or width that is not positive, or fewer than 2
+      classes.
   """
   if name not in MODEL_NAMES:
     raise ValueError(f"model: unknown model {name!r}; choose one of {MODEL_NAMES}")
@@ -49,6 +50,10 @@ def get_model(
                        ("channels", channels)):
     if int(value) <= 0:
       raise ValueError(f"{field} must be positive, got {value}")
+  if num_classes < 2:
+    raise ValueError(f"num_classes must be at least 2, got {num_classes}: the softmax "
+                     "cross-entropy of a 1-class head is 0 whatever the input, so its "
+                     "gradient, the update a client shares, is zero")
   if width is not None and width <= 0:
     raise ValueError(f"width must be positive, got {width}")
   if hidden < 0:

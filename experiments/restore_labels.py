@@ -186,11 +186,11 @@ def sign_rule_summary(flagged: np.ndarray, true_counts: np.ndarray) -> dict:
   present = true_counts > 0
   flagged = flagged > 0
   num_flagged, num_present = flagged.sum(1), present.sum(1)
-  rule = labels.one_class_rule_applies(flagged.shape[1])
   return {"flagged": num_flagged.tolist(), "classes": num_present.tolist(),
           "subset_rate": float(np.mean(np.all(flagged <= present, axis=1))),
           "complete_rate": float(np.mean(np.all(flagged == present, axis=1))),
-          "one_flagged_misread": int(rule * np.sum((num_flagged == 1) & (num_present > 1)))}
+          "one_flagged_misread": (int(np.sum((num_flagged == 1) & (num_present > 1)))
+                                  if labels.one_class_rule_applies(flagged.shape[1]) else 0)}
 
 
 def fitted_fraction(model, start, ends, images, true_counts) -> float:

@@ -212,6 +212,16 @@ def _regressed_mean(features: jax.Array, k_dw: jax.Array, k_db: jax.Array, *,
   Returns:
     The mean feature ``[d]``.
   """
+  num_classes, dim = k_dw.shape
+  base = features.mean(axis=0)
+  # The rows, the bias gradients and the covariance terms each sum to zero over classes,
+  # and obar takes d: the residuals have (N - 2) d degrees of freedom. With two classes
+  # that is none, the fit is exact whatever obar's error, and the dummies' mean is kept
+  # (without regressing at all). Above two the divisor stays (N - 1) d, as when eps and
+  # this shrinkage were chosen: (N - 2) d moved SELECT by -3 exact batches of 1,200 on
+  # 5- and 10-class heads (docs/labels.md, "Small heads").
+  if num_classes <= 2:
+    return base
   stats = lambda t: _shifted_statistics(features, t, kernel=kernel, bias=bias, lower=lower,
                                         upper=upper, num_images=num_images)
 
@@ -225,16 +235,6 @@ def _regressed_mean(features: jax.Array, k_dw: jax.Array, k_db: jax.Array, *,
   for _ in range(iterations):
     obar, _, _ = solve(obar)
   _, weights, cov = solve(obar)
-  num_classes, dim = k_dw.shape
-  base = features.mean(axis=0)
-  # The rows, the bias gradients and the covariance terms each sum to zero over classes,
-  # and obar takes d: the residuals have (N - 2) d degrees of freedom. With two classes
-  # that is none, the fit is exact whatever obar's error, and the dummies' mean is kept.
-  # Above two the divisor stays (N - 1) d, as when eps and this shrinkage were chosen:
-  # (N - 2) d moved SELECT by -3 exact batches of 1,200 on 5- and 10-class heads
-  # (docs/labels.md, "Small heads").
-  if num_classes <= 2:
-    return base
   residual = k_dw - cov - k_db[:, None] * obar[None]
   noise = jnp.sum(weights[:, None] * residual ** 2) / ((num_classes - 1) * dim)
   error = dim * noise / jnp.maximum(jnp.sum(weights * k_db ** 2), 1e-30)

@@ -5,22 +5,20 @@ dummy statistics (`geng`, `geng_bias`), their re-centred bias form (`recentred`,
 the baselines iDLG, GradInversion, LLG+ and iLRG, iLRG's cluster model fitted
 self-consistently (`cluster`, ours), and the sign rule's flagged classes
 (`certain_classes`). Each is ``(key?, *, update, ...) -> LabelEstimate``, jit- and
-vmap-able over trials. Then the two rules that combine them (ours): `select` (the most
-integral estimate, or the per-class median) and `with_present` (the sign rule's
-classes). `jaxinvert.labels.restore` dispatches among all of them.
+vmap-able over trials. The rules that combine them (`select`, `with_present`):
+`jaxinvert.label_rules`. `jaxinvert.labels.restore` dispatches among all of them.
 The dummy images they read statistics from: `jaxinvert.label_dummies`.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jaxinvert.counts import (class_features, classifier_grads, fractional_distance,
-                               integrality_residual, present_classes, round_counts)
+from jaxinvert.counts import class_features, classifier_grads, present_classes, round_counts
 from jaxinvert.label_dummies import DummyDist, FeaturesFn, dummy_statistics
 from jaxinvert.types import CLASSIFIER, Params, Variables
 
@@ -413,103 +411,3 @@ def certain_classes(update: Params, num_images: int,
     return jnp.zeros(weight.shape[:1], jnp.int32)
   present = present.astype(jnp.int32)
   return jnp.where(jnp.sum(present) <= num_images, present, 0)
-
-
-# ----------------------------------------------------------------- combining estimates
-
-
-def one_class_rule_applies(num_classes: int) -> bool:
-  """Whether `with_present` reads a single flagged class as a one-class batch by default:
-  on heads of more than two classes. The bias gradients sum to zero, so one of them is
-  always negative; with N = 2 the other is positive whenever the batch's softmax mass on
-  its class reaches its count, which an untrained 2-class victim (about half its mass on
-  each class) gives nearly every mixed batch. One flagged class of two then says little
-  about the batch: on 2-class victims the rule misread most mixed batches (docs/labels.md,
-  "Small heads")."""
-  return num_classes > 2
-
-
-def with_present(scores: jax.Array, present: jax.Array, num_images: int, *,
-                 one_class: bool | None = None) -> LabelEstimate:
-  """An estimate made consistent with the classes certainly in the batch (ours).
-
-  Each class in ``present`` (`certain_classes`) holds at least one image; when there
-  are K of them the batch is exactly one image of each, a certificate that needs no
-  statistics of the victim (it generalises iDLG's B=1 sign rule and is what makes
-  GradInversion's row minima right on unique labels, without assuming uniqueness).
-
-  With ``one_class``, a single flagged class is read as a batch of K images of that
-  class. This is a rule of thumb, not a certificate: an unflagged class m may still
-  hold images if the batch's softmax mass on it reaches its count (S_m >= c_m) and,
-  with non-negative features, its weight row stays non-negative too. On the 20-class
-  label benchmarks of docs/labels.md (FedSGD and FedAvg, untrained and trained victims,
-  B up to 128) no batch of two or more classes had a single flagged class (`sign_rule`
-  in the output of ``experiments/restore_labels.py``), while every closed form, once the
-  victim is confident, spreads the counts of a one-class batch over absent classes. On
-  2-class heads it misread most mixed batches, so by default it applies only where
-  N > 2 (`one_class_rule_applies`).
-
-  Args:
-    scores: real-valued counts ``[N]`` of some estimator.
-    present: int ``[N]``, 1 for a class certainly present.
-    num_images: K.
-    one_class: apply the one-flagged-class rule above; None (default): where
-      `one_class_rule_applies` (heads of more than two classes).
-
-  Returns:
-    A `LabelEstimate` whose counts are at least ``present``; the scores are raised to 1
-    on present classes (exactly ``present`` when all K are known, K on the one class
-    under ``one_class``), so that hypotheses drawn from them respect it too.
-  """
-  present = jnp.asarray(present, jnp.int32)
-  if one_class is None:
-    one_class = one_class_rule_applies(present.shape[-1])
-  flagged = jnp.sum(present)
-  scores = jnp.where(present > 0, jnp.maximum(scores, 1.0), scores)
-  scores = jnp.where(flagged == num_images, present.astype(scores.dtype), scores)
-  if one_class:
-    scores = jnp.where(flagged == 1, (num_images * present).astype(scores.dtype), scores)
-  return LabelEstimate(scores, round_counts(scores, num_images, minimum=present))
-
-
-#: `select`'s bound on `fractional_distance` for an estimate to count as integral.
-INTEGRAL_TOLERANCE = 0.15
-
-
-def select(estimates: Sequence[LabelEstimate], num_images: int, *,
-           integral_tolerance: float = INTEGRAL_TOLERANCE) -> LabelEstimate:
-  """The most integral estimate if it is integral enough, else the per-class median (ours).
-
-  The estimate with the smallest `integrality_residual` is taken when its
-  `fractional_distance` is at most ``integral_tolerance``: then one estimator's model of
-  the victim holds and its scores sit on integers. Otherwise none does, and how close
-  scores sit to integers says little about which is right (e.g. `cluster`'s clipped
-  zeros look integral in i.i.d. batches larger than N, where its counts are the worst);
-  the answer is then the per-class median of the estimates, robust to the one that
-  fails worst. The tolerance (0.15, against about 0.25 for scores with uniform
-  fractional parts) was chosen on held-in label grids (docs/labels.md); with
-  ``integral_tolerance=inf`` this is the older rule, always the most integral estimate.
-
-  Everything is computed from the update alone, so the choice is zero-shot.
-
-  Args:
-    estimates: estimates of the same batch (at least one); one with a non-finite score
-      is left out of both the choice and the median.
-    num_images: K.
-    integral_tolerance: the most integral estimate's largest `fractional_distance`.
-
-  Returns:
-    A `LabelEstimate`.
-  """
-  if not estimates:
-    raise ValueError("select needs at least one estimate")
-  scores = jnp.stack([e.scores for e in estimates])
-  finite = jnp.all(jnp.isfinite(scores), axis=1)  # an estimator that broke down is ignored
-  residuals = jnp.stack([integrality_residual(s, num_images) for s in scores])
-  best = jnp.argmin(jnp.where(finite, residuals, jnp.inf))
-  integral = fractional_distance(scores[best], num_images) <= integral_tolerance
-  median = jnp.nan_to_num(jnp.nanmedian(jnp.where(finite[:, None], scores, jnp.nan), axis=0))
-  chosen = jnp.where(integral, scores[best], median)
-  counts = jnp.where(integral, jnp.stack([e.counts for e in estimates])[best],
-                     round_counts(median, num_images))
-  return LabelEstimate(chosen, counts)

@@ -24,9 +24,10 @@ thumb that held on every batch of the 20-class benchmarks).
 the last layer's gradient for candidate count vectors and keeps the one that fits
 exactly (`jaxinvert.label_fit`), which holds on trained victims too.
 
-The closed-form estimators (Geng et al.'s, the baselines, ours) and the rules that
-combine them (`select`, `with_present`) live in `jaxinvert.label_estimators`, their
-dummy images in `jaxinvert.label_dummies`; both are re-exported here. This module
+The closed-form estimators (Geng et al.'s, the baselines, ours) live in
+`jaxinvert.label_estimators`, the rules that combine them (`select`, `with_present`) in
+`jaxinvert.label_rules`, their dummy images in `jaxinvert.label_dummies`; all three are
+re-exported here. This module
 dispatches among them (`restore`) and reads FedAvg updates (`restore_fedavg`).
 They share one interface: ``(key, *, update, ...) -> LabelEstimate``, where
 ``update`` is a FedSGD gradient tree (or `fedavg_gradient` of a FedAvg weight change)
@@ -50,11 +51,12 @@ from jaxinvert.counts import (check_update, class_features, classifier_grads,  #
                                present_classes, round_counts)
 from jaxinvert.label_dummies import (DummyDist, FeaturesFn, dummy_images,  # re-exported
                                      dummy_statistics, jittered_images, smooth_images)
-from jaxinvert.label_estimators import (INTEGRAL_TOLERANCE, OUR_DUMMIES,  # re-exported
-                                        FeatureDomain, LabelEstimate, certain_classes,
-                                        cluster, geng, geng_bias, gradinversion, idlg,
-                                        ilrg, llg_plus, one_class_rule_applies,
-                                        recentred, select, with_present)
+from jaxinvert.label_estimators import (OUR_DUMMIES, FeatureDomain,  # re-exported
+                                        LabelEstimate, certain_classes, cluster, geng,
+                                        geng_bias, gradinversion, idlg, ilrg, llg_plus,
+                                        recentred)
+from jaxinvert.label_rules import (INTEGRAL_TOLERANCE, one_class_rule_applies,  # re-exported
+                                   select, with_present)
 from jaxinvert.label_fit import FitSpace  # re-exported
 from jaxinvert.types import Params, Variables
 

@@ -127,45 +127,6 @@ def test_recentred_keeps_the_dummies_mean_with_two_classes():
   np.testing.assert_allclose(estimate.scores, plain.scores, atol=1e-4)
 
 
-def test_round_counts_nonnegative_and_sum_to_k():
-  rng = np.random.default_rng(0)
-  for k in (1, 5, 16, 100):
-    scores = rng.normal(k / 10, 2.0, size=10).astype(np.float32)
-    counts = np.asarray(labels.round_counts(scores, k))
-    assert counts.sum() == k and counts.min() >= 0
-  np.testing.assert_array_equal(labels.round_counts(jnp.array([2.6, 0.3, 1.1]), 4), [3, 0, 1])
-  with pytest.raises(ValueError, match="num_images .* positive, got 0"):
-    labels.round_counts(jnp.array([0.2, 0.1]), 0)
-
-
-def test_round_counts_respects_a_minimum():
-  counts = labels.round_counts(jnp.array([5.0, 0.0, 0.1, 0.2]), 4,
-                               minimum=jnp.array([0, 1, 0, 1]))
-  np.testing.assert_array_equal(counts, [2, 1, 0, 1])  # without: [4, 0, 0, 0]
-
-
-def test_with_present_certifies_k_classes_and_floors_fewer():
-  estimate = jnp.array([3.0, 0.2, 0.4, 0.3, 0.1])
-  present = jnp.array([0, 1, 1, 1, 0])
-  certified = labels.with_present(estimate, present, 3)
-  np.testing.assert_array_equal(certified.counts, [0, 1, 1, 1, 0])
-  np.testing.assert_array_equal(certified.scores, [0, 1, 1, 1, 0])
-  floored = labels.with_present(estimate, present, 5)
-  np.testing.assert_array_equal(floored.counts, [2, 1, 1, 1, 0])
-  np.testing.assert_array_equal(labels.certain_classes(
-      {"classifier": {"kernel": jnp.zeros((2, 3)), "bias": jnp.array([-1.0, -1.0, 2.0])}},
-      num_images=1), [0, 0, 0])  # two flagged classes cannot come from one image
-
-
-def test_with_present_reads_one_flagged_class_as_a_one_class_batch():
-  estimate = jnp.array([2.0, 0.9, 1.4, 0.8, 0.9])  # a closed form smeared over absent classes
-  present = jnp.array([1, 0, 0, 0, 0])
-  np.testing.assert_array_equal(labels.with_present(estimate, present, 6).counts,
-                                [6, 0, 0, 0, 0])
-  floored = labels.with_present(estimate, present, 6, one_class=False)
-  np.testing.assert_array_equal(floored.counts, [2, 1, 1, 1, 1])
-
-
 def test_one_flagged_class_of_two_is_not_read_as_a_one_class_batch():
   # Two classes: one bias gradient is always negative, so one flagged class says little.
   estimate = jnp.array([5.2, 2.8])
@@ -253,50 +214,6 @@ def test_negative_last_layer_gradient_only_on_classes_in_the_batch(setting):
   assert certified >= 1  # the unique-label batches
 
 
-def test_hypotheses_ranked_distinct_and_best_first():
-  scores = jnp.array([2.55, 0.45, 1.0, 0.0, 3.9])
-  hyps = np.asarray(labels.hypotheses(scores, num_images=8, num=6))
-  assert hyps.shape == (6, 5)
-  np.testing.assert_array_equal(hyps[0], labels.round_counts(scores, 8))
-  assert len({tuple(h) for h in hyps}) == 6
-  costs = np.sum((hyps - np.asarray(scores)) ** 2, axis=1)
-  assert np.all(np.diff(costs) >= -1e-6)
-  assert np.all(hyps.sum(1) == 8) and hyps.min() >= 0
-  # The runner-up moves one unit across the closest boundary (0.45 -> 1, 2.55 -> 2).
-  np.testing.assert_array_equal(hyps[1], [2, 1, 1, 0, 4])
-
-
-def test_hypotheses_respect_a_minimum():
-  # The scores of the fit's failure case: five classes certainly present, but the
-  # scores overshoot K, and unconstrained rounding drops a present class (index 4).
-  scores = jnp.array([1.19, 2.19, 1.0, 1.0, 1.0, 3.95])
-  minimum = jnp.array([1, 0, 1, 1, 1, 1])
-  free = np.asarray(labels.hypotheses(scores, num_images=8, num=4))
-  assert np.any(free < np.asarray(minimum))  # what the minimum is there to stop
-  hyps = np.asarray(labels.hypotheses(scores, num_images=8, num=4, minimum=minimum))
-  np.testing.assert_array_equal(hyps[0], labels.round_counts(scores, 8, minimum=minimum))
-  assert np.all(hyps >= np.asarray(minimum)) and np.all(hyps.sum(1) == 8)
-  assert len({tuple(h) for h in hyps}) == 4
-
-
-def test_hypotheses_exist_around_integral_scores():
-  # A certified estimate (`fit`) gives scores on integers: every margin ties, and the
-  # alternatives must still move units out of the classes that hold them.
-  scores = jnp.zeros(20).at[12].set(2.0).at[17].set(2.0)
-  hyps = np.asarray(labels.hypotheses(scores, num_images=4, num=5))
-  np.testing.assert_array_equal(hyps[0], np.asarray(scores))
-  assert len({tuple(h) for h in hyps}) == 5
-  assert np.all(hyps.sum(1) == 4) and hyps.min() >= 0
-  # Each runner-up moves one unit (cost 2), so out of class 12 or 17.
-  assert np.all(np.abs(hyps[1:] - hyps[0]).sum(1) == 2)
-  assert np.all(np.minimum(hyps[1:, 12], hyps[1:, 17]) == 1)
-
-
-def test_hypotheses_too_many_raises():
-  with pytest.raises(ValueError, match="only"):
-    labels.hypotheses(jnp.array([1.0]), num_images=1, num=3)
-
-
 def _lenet():
   model = models.get_model("lenet", num_classes=10, image_size=8, width=4)
   return model, jax.jit(model.init)(jax.random.key(3))
@@ -333,42 +250,6 @@ def test_cluster_sums_over_the_classes_of_largest_count():
   assert 0 < float(jnp.abs(few.scores - full.scores).max()) < 0.05
   with pytest.raises(ValueError, match="rows must be positive"):
     run(grad, 0)
-
-
-def test_select_picks_the_most_integral_estimate():
-  near = labels.LabelEstimate(jnp.array([1.96, 0.03, 1.01]), jnp.array([2, 0, 1]))
-  far = labels.LabelEstimate(jnp.array([1.4, 0.9, 0.7]), jnp.array([1, 1, 1]))
-  assert float(labels.integrality_residual(near.scores, 3)) == pytest.approx(0.08, abs=1e-5)
-  for order in ([near, far], [far, near]):
-    chosen = labels.select(order, 3)
-    np.testing.assert_array_equal(chosen.counts, [2, 0, 1])
-    np.testing.assert_allclose(chosen.scores, near.scores)
-
-
-def test_select_takes_the_median_when_no_estimate_is_integral():
-  estimate = lambda s: labels.LabelEstimate(jnp.array(s), labels.round_counts(jnp.array(s), 6))
-  # Fractional distances 0.2, 0.4, 0.4: the most integral one is not integral enough.
-  order = [estimate([3.3, 0.7, 2.0]), estimate([2.4, 2.4, 1.2]), estimate([1.6, 1.7, 2.7])]
-  chosen = labels.select(order, 6)
-  np.testing.assert_allclose(chosen.scores, [2.4, 1.7, 2.0], rtol=1e-6)
-  np.testing.assert_array_equal(chosen.counts, [2, 2, 2])
-  # With an unbounded tolerance the most integral estimate is taken, as before.
-  old = labels.select(order, 6, integral_tolerance=float("inf"))
-  np.testing.assert_array_equal(old.counts, [3, 1, 2])
-  with pytest.raises(ValueError, match="at least one estimate"):
-    labels.select([], 6)
-  # An estimator that broke down (NaN) is neither chosen nor part of the median.
-  broken = labels.LabelEstimate(jnp.array([jnp.nan, 0.0, 0.0]), jnp.array([6, 0, 0]))
-  chosen = labels.select([broken] + order[1:], 6)
-  np.testing.assert_allclose(chosen.scores, [2.0, 2.05, 1.95], rtol=1e-6)
-  exact = labels.select([broken, estimate([3.0, 1.0, 2.0])], 6)
-  np.testing.assert_array_equal(exact.counts, [3, 1, 2])
-
-
-def test_fractional_distance_ignores_classes_rounded_to_zero():
-  # Counts [3, 0, 0, 3]: 0.4 rounds to zero and is left out; the mean is over 3.0, 2.9.
-  assert float(labels.fractional_distance(jnp.array([3.0, 0.4, 0.0, 2.9]), 6)) == (
-      pytest.approx(0.05, abs=1e-5))
 
 
 def test_fedavg_recovers_multiset_with_duplicates():

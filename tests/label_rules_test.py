@@ -1,0 +1,59 @@
+"""The rules that combine label estimates: with_present and select (jaxinvert.label_rules)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxinvert import counts, label_estimators, label_rules
+
+
+def test_with_present_certifies_k_classes_and_floors_fewer():
+  estimate = jnp.array([3.0, 0.2, 0.4, 0.3, 0.1])
+  present = jnp.array([0, 1, 1, 1, 0])
+  certified = label_rules.with_present(estimate, present, 3)
+  np.testing.assert_array_equal(certified.counts, [0, 1, 1, 1, 0])
+  np.testing.assert_array_equal(certified.scores, [0, 1, 1, 1, 0])
+  floored = label_rules.with_present(estimate, present, 5)
+  np.testing.assert_array_equal(floored.counts, [2, 1, 1, 1, 0])
+  np.testing.assert_array_equal(label_estimators.certain_classes(
+      {"classifier": {"kernel": jnp.zeros((2, 3)), "bias": jnp.array([-1.0, -1.0, 2.0])}},
+      num_images=1), [0, 0, 0])  # two flagged classes cannot come from one image
+
+
+def test_with_present_reads_one_flagged_class_as_a_one_class_batch():
+  estimate = jnp.array([2.0, 0.9, 1.4, 0.8, 0.9])  # a closed form smeared over absent classes
+  present = jnp.array([1, 0, 0, 0, 0])
+  np.testing.assert_array_equal(label_rules.with_present(estimate, present, 6).counts,
+                                [6, 0, 0, 0, 0])
+  floored = label_rules.with_present(estimate, present, 6, one_class=False)
+  np.testing.assert_array_equal(floored.counts, [2, 1, 1, 1, 1])
+
+
+def test_select_picks_the_most_integral_estimate():
+  near = label_estimators.LabelEstimate(jnp.array([1.96, 0.03, 1.01]), jnp.array([2, 0, 1]))
+  far = label_estimators.LabelEstimate(jnp.array([1.4, 0.9, 0.7]), jnp.array([1, 1, 1]))
+  assert float(counts.integrality_residual(near.scores, 3)) == pytest.approx(0.08, abs=1e-5)
+  for order in ([near, far], [far, near]):
+    chosen = label_rules.select(order, 3)
+    np.testing.assert_array_equal(chosen.counts, [2, 0, 1])
+    np.testing.assert_allclose(chosen.scores, near.scores)
+
+
+def test_select_takes_the_median_when_no_estimate_is_integral():
+  estimate = lambda s: label_estimators.LabelEstimate(jnp.array(s), counts.round_counts(jnp.array(s), 6))
+  # Fractional distances 0.2, 0.4, 0.4: the most integral one is not integral enough.
+  order = [estimate([3.3, 0.7, 2.0]), estimate([2.4, 2.4, 1.2]), estimate([1.6, 1.7, 2.7])]
+  chosen = label_rules.select(order, 6)
+  np.testing.assert_allclose(chosen.scores, [2.4, 1.7, 2.0], rtol=1e-6)
+  np.testing.assert_array_equal(chosen.counts, [2, 2, 2])
+  # With an unbounded tolerance the most integral estimate is taken, as before.
+  old = label_rules.select(order, 6, integral_tolerance=float("inf"))
+  np.testing.assert_array_equal(old.counts, [3, 1, 2])
+  with pytest.raises(ValueError, match="at least one estimate"):
+    label_rules.select([], 6)
+  # An estimator that broke down (NaN) is neither chosen nor part of the median.
+  broken = label_estimators.LabelEstimate(jnp.array([jnp.nan, 0.0, 0.0]), jnp.array([6, 0, 0]))
+  chosen = label_rules.select([broken] + order[1:], 6)
+  np.testing.assert_allclose(chosen.scores, [2.0, 2.05, 1.95], rtol=1e-6)
+  exact = label_rules.select([broken, estimate([3.0, 1.0, 2.0])], 6)
+  np.testing.assert_array_equal(exact.counts, [3, 1, 2])

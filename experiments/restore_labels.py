@@ -179,9 +179,10 @@ def sign_rule_summary(flagged: np.ndarray, true_counts: np.ndarray) -> dict:
     Per trial the number of flagged and of present classes; the rates of batches whose
     flagged set lies within their classes (``subset_rate``, 1 by the rule's argument)
     and equals them (``complete_rate``); and ``one_flagged_misread``, the batches with
-    one flagged class but two or more classes, which `labels.with_present` misreads
-    as a one-class batch (0 on 2-class heads, where it does not apply that rule:
-    `labels.one_class_rule_applies`).
+    one flagged class but two or more classes, which `labels.with_present`'s one-class
+    rule misreads as a one-class batch unless the closed forms overrule it
+    (`labels.one_class_overruled`; the count does not look at them), and 0 on 2-class
+    heads, where the rule does not apply (`labels.one_class_rule_applies`).
   """
   present = true_counts > 0
   flagged = flagged > 0
@@ -298,8 +299,9 @@ def print_table(results, methods) -> None:
         f"{sum(len(s['flagged']) * s['complete_rate'] for s in rules):.0f} of "
         f"{sum(len(s['flagged']) for s in rules)} batches, within them in "
         f"{sum(len(s['flagged']) * s['subset_rate'] for s in rules):.0f}; one class flagged "
-        f"in {sum(int(np.sum(np.asarray(s['flagged']) == 1)) for s in rules)}, misread "
-        f"as a one-class batch in {sum(s['one_flagged_misread'] for s in rules)}", flush=True)
+        f"in {sum(int(np.sum(np.asarray(s['flagged']) == 1)) for s in rules)}, of which "
+        f"{sum(s['one_flagged_misread'] for s in rules)} hold two or more classes (misread "
+        f"by the one-class rule unless the closed forms overrule it)", flush=True)
 
 
 def _cell_name(cell: dict) -> str:

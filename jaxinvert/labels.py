@@ -18,7 +18,8 @@ the same holds for any negative entry of the row dW_n (`counts.present_classes`)
 `Method.SELECT` and `Method.FIT` give each such class at least one image, and when there
 are K of them the answer is exactly those K classes (`with_present`, ours); on heads
 of more than two classes a single flagged class is read as a one-class batch (a rule of
-thumb that held on every batch of the 20-class benchmarks).
+thumb that held on every batch of the 20-class benchmarks), unless every closed form
+sits on integers against it (`one_class_overruled`).
 
 `Method.FIT` (ours) goes further where 2K <= N: it fits every image's logit vector to
 the last layer's gradient for candidate count vectors and keeps the one that fits
@@ -55,8 +56,9 @@ from jaxinvert.label_estimators import (OUR_DUMMIES, FeatureDomain,  # re-export
                                         LabelEstimate, certain_classes, cluster, geng,
                                         geng_bias, gradinversion, idlg, ilrg, llg_plus,
                                         recentred)
-from jaxinvert.label_rules import (INTEGRAL_TOLERANCE, one_class_rule_applies,  # re-exported
-                                   select, with_present)
+from jaxinvert.label_rules import (INTEGRAL_TOLERANCE, agrees, is_integral,  # re-exported
+                                   one_class_overruled, one_class_rule_applies, select,
+                                   with_present)
 from jaxinvert.label_fit import FitSpace  # re-exported
 from jaxinvert.types import Params, Variables
 
@@ -268,6 +270,7 @@ class _FitInputs(NamedTuple):
   sources: jax.Array   # [M, N] candidate scores
   present: jax.Array   # [N] bool, the sign rule's classes
   decided: jax.Array   # the sign rule alone fixes the counts
+  one_class: jax.Array | bool  # the one-flagged-class rule applies (`with_present`)
 
 
 def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variables: Variables,
@@ -277,13 +280,16 @@ def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variable
             ) -> tuple[LabelEstimate, _FitInputs]:
   """SELECT's estimate, and what FIT searches from (its candidates' sources)."""
   num_classes = classifier_grads(update)[0].shape[0]
-  if num_classes <= 2:
+  if num_classes <= 3:
     # ILRG and CLUSTER read each class's features from its own row as dW_n / db_n; with
     # two classes the rows and bias gradients are each the negative of the other, so
     # both classes get the same features and the models are degenerate (on five 2-class
     # victims the two were the least exact estimators, and leaving them out raised
     # SELECT's exact batches on the three untrained ones from 140 to 174 of 336, the
-    # one-class rule still on; docs/labels.md, "Small heads").
+    # one-class rule still on; docs/labels.md, "Small heads"). With three, only two
+    # rows are independent, and on five 3-class victims leaving them out raised SELECT's
+    # exact batches from 315 to 335 of 560, and from 313 to 326 on other batches
+    # (docs/labels.md, "Heads of 3 and 4 classes").
     select_from = tuple(m for m in select_from
                         if m not in (Method.ILRG, Method.CLUSTER)) or select_from
   keys = jax.random.split(key, len(select_from) + 1)
@@ -298,6 +304,7 @@ def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variable
   # (ours; with its own U(0, 1) dummies unless ``dummy_dist`` is given): once the victim
   # is confident RECENTRED is seldom integral and, kept in, cost label accuracy
   # (docs/labels.md).
+  raw = list(base)
   plain = []
   for i, m in enumerate(select_from):
     if m == Method.RECENTRED:
@@ -307,13 +314,27 @@ def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variable
       base[i] = LabelEstimate(jnp.where(integral, base[i].scores, plain[-1].scores),
                               jnp.where(integral, base[i].counts, plain[-1].counts))
   present = certain_classes(update, num_images, feature_domain)
-  chosen = with_present(select(base, num_images).scores, present, num_images)
+  # The one-flagged-class rule, unless every estimate sits on integers against it
+  # (`one_class_overruled`; docs/labels.md, "Heads of 3 and 4 classes").
+  one_class = one_class_rule_applies(num_classes) and ~one_class_overruled(
+      raw + plain, present, num_images)
+  chosen = with_present(select(base, num_images).scores, present, num_images,
+                        one_class=one_class)
+  if Method.RECENTRED in select_from:
+    # Where SELECT falls back on the median, RECENTRED's own answer when another
+    # estimator's rounds to the same counts (ours; docs/labels.md, "Heads of 3 and 4
+    # classes"): on untrained small heads it is the most exact of them even off integers.
+    i = select_from.index(Method.RECENTRED)
+    rounded = [with_present(e.scores, present, num_images, one_class=one_class)
+               for e in raw + plain]
+    take = ~is_integral(base, num_images) & agrees(rounded[i], rounded[:i] + rounded[i + 1:])
+    chosen = LabelEstimate(jnp.where(take, rounded[i].scores, chosen.scores),
+                           jnp.where(take, rounded[i].counts, chosen.counts))
   # geng_bias stays a source (its candidates were FIT's before RECENTRED replaced it).
   sources = jnp.stack([e.scores for e in base] + [e.scores for e in plain]
                       + [idlg(update, num_images=num_images).scores, chosen.scores])
-  decided = (jnp.sum(present) == num_images) | (
-      (jnp.sum(present) == 1) & one_class_rule_applies(num_classes))
-  return chosen, _FitInputs(keys[-1], sources, present, decided)
+  decided = (jnp.sum(present) == num_images) | ((jnp.sum(present) == 1) & one_class)
+  return chosen, _FitInputs(keys[-1], sources, present, decided, one_class)
 
 
 def _fit(inputs: _FitInputs, *, update: Params, variables: Variables, num_images: int,
@@ -439,7 +460,11 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
     waited = label_fit.classifier_after(gradient, *[e.scores for e, _ in selected.values()])
     selected[t] = _select(key, update=waited, variables=interpolate(start, end, t), **select_kwargs)
   scores = jnp.mean(jnp.stack([estimate.scores for estimate, _ in selected.values()]), axis=0)
-  chosen = with_present(scores, certain_classes(gradient, num_images, domain), num_images)
+  # The one-class rule where every point's SELECT applied it (none overruled it).
+  one_class = jnp.all(jnp.stack([jnp.asarray(inputs.one_class)
+                                 for _, inputs in selected.values()]))
+  chosen = with_present(scores, certain_classes(gradient, num_images, domain), num_images,
+                        one_class=one_class)
   fit_space = fit_kwargs.get("fit_space", label_fit.FitSpace.SUBSPACE)
   iterations = _fit_iterations(num_images, scores.shape[0],
                                fit_kwargs.get("fit_max_unknowns", FIT_MAX_UNKNOWNS), fit_space)

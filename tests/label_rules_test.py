@@ -57,3 +57,45 @@ def test_select_takes_the_median_when_no_estimate_is_integral():
   np.testing.assert_allclose(chosen.scores, [2.0, 2.05, 1.95], rtol=1e-6)
   exact = label_rules.select([broken, estimate([3.0, 1.0, 2.0])], 6)
   np.testing.assert_array_equal(exact.counts, [3, 1, 2])
+
+
+def _estimate(scores, k):
+  scores = jnp.asarray(scores, jnp.float32)
+  return label_estimators.LabelEstimate(scores, counts.round_counts(scores, k))
+
+
+def test_integral_estimates_against_the_one_class_rule_overrule_it():
+  present = jnp.array([1, 0, 0])  # one flagged class, K = 4
+  agreeing = [_estimate([2.02, 0.97, 1.01], 4), _estimate([1.95, 1.05, 1.0], 4)]
+  assert bool(label_rules.one_class_overruled(agreeing, present, 4))
+  # One estimate off integers, or one that keeps every image on the flagged class,
+  # or one that broke down: the rule stands.
+  for third in ([2.4, 0.6, 1.0], [3.98, 0.01, 0.01], [jnp.nan, 1.0, 1.0]):
+    assert not bool(label_rules.one_class_overruled(agreeing + [_estimate(third, 4)],
+                                                    present, 4))
+  # A confident victim's closed form spreads a one-class batch over absent classes in
+  # fractions that round to zero: integral on the flagged class, yet no overrule.
+  smeared = _estimate([3.9, 0.05, 0.05], 4)
+  assert float(counts.fractional_distance(smeared.scores, 4)) <= 0.15
+  assert not bool(label_rules.one_class_overruled([smeared] * 3, present, 4))
+  with pytest.raises(ValueError, match="at least one estimate"):
+    label_rules.one_class_overruled([], present, 4)
+  # with_present takes the decision as a traced bool.
+  overruled = label_rules.one_class_overruled(agreeing, present, 4)
+  np.testing.assert_array_equal(
+      label_rules.with_present(agreeing[0].scores, present, 4, one_class=~overruled).counts,
+      [2, 1, 1])
+  np.testing.assert_array_equal(
+      label_rules.with_present(agreeing[0].scores, present, 4, one_class=jnp.array(True)).counts,
+      [4, 0, 0])
+
+
+def test_agrees_and_is_integral_match_select():
+  a, b, c = _estimate([2.4, 2.4, 1.2], 6), _estimate([1.6, 1.7, 2.7], 6), _estimate(
+      [1.4, 2.2, 2.6], 6)
+  assert bool(label_rules.agrees(c, [a, b]))   # c rounds to [1, 2, 3], as b does
+  assert not bool(label_rules.agrees(a, [b]))  # [3, 2, 1] against [1, 2, 3]
+  assert not bool(label_rules.is_integral([a, b], 6))
+  exact = _estimate([3.02, 0.99, 1.99], 6)
+  assert bool(label_rules.is_integral([a, exact], 6))
+  np.testing.assert_array_equal(label_rules.select([a, exact], 6).counts, [3, 1, 2])

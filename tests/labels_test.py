@@ -157,6 +157,43 @@ def test_one_flagged_class_of_two_is_not_read_as_a_one_class_batch():
   np.testing.assert_array_equal(counts, [[5, 3]] * 3)
 
 
+def test_one_flagged_class_of_three_yields_to_unanimous_integral_estimates():
+  # An untrained 3-class LeNet puts about 4/3 of its softmax mass on each class, so in
+  # a batch of three images of class 0 and one of class 1 only class 0 is flagged.
+  model = models.get_model("lenet", num_classes=3, image_size=8, width=4)
+  variables = model.init(jax.random.key(0))
+  kwargs = dict(features_fn=model.features, variables=variables, num_images=4,
+                image_shape=model.image_shape, feature_domain=labels.FeatureDomain.UNIT)
+  estimators = (labels.Method.RECENTRED, labels.Method.GENG_BIAS, labels.Method.ILRG,
+                labels.Method.CLUSTER)
+
+  @jax.jit
+  @functools.partial(jax.vmap, in_axes=(0, None))
+  def restore(seed, y):
+    update = victim.fedsgd_update(model.apply, variables,
+                                  jax.random.uniform(jax.random.key(seed), (4, 8, 8, 3)), y)
+    key = jax.random.split(jax.random.key(1), 4)[0]  # SELECT's key for its first estimator
+    raw = [labels.restore(key, method=m, update=update, **kwargs) for m in estimators]
+    present = labels.certain_classes(update, 4, labels.FeatureDomain.UNIT)
+    chosen = labels.restore(jax.random.key(1), method=labels.Method.SELECT, update=update,
+                            **kwargs)
+    ruled = labels.with_present(chosen.scores, present, 4, one_class=True)
+    return present, labels.one_class_overruled(raw, present, 4), chosen.counts, ruled.counts
+
+  seeds = jnp.array([0, 1, 3])
+  present, overruled, counts, ruled = restore(seeds, jnp.array([0, 0, 0, 1]))
+  np.testing.assert_array_equal(present, [[1, 0, 0]] * 3)
+  # All four closed forms sit on [3, 1, 0]: they overrule the rule, which read [4, 0, 0].
+  np.testing.assert_array_equal(overruled, [True] * 3)
+  np.testing.assert_array_equal(counts, [[3, 1, 0]] * 3)
+  np.testing.assert_array_equal(ruled, [[4, 0, 0]] * 3)
+  # A one-class batch flags the same class, and there the rule stands.
+  present, overruled, counts, _ = restore(seeds, jnp.zeros(4, jnp.int32))
+  np.testing.assert_array_equal(present, [[1, 0, 0]] * 3)
+  np.testing.assert_array_equal(overruled, [False] * 3)
+  np.testing.assert_array_equal(counts, [[4, 0, 0]] * 3)
+
+
 def test_fedavg_one_class_batch_exact_where_a_closed_form_is_not():
   model, variables = _lenet()
   y = jnp.full((6,), 3, jnp.int32)
@@ -390,6 +427,49 @@ def test_select_lets_recentred_in_only_where_it_is_integral(monkeypatch):
                                                  jnp.array([2, 0, 1, 0, 1], jnp.int32))
   monkeypatch.setattr(labels, "recentred", exact)
   np.testing.assert_array_equal(run(), [2.0, 0.0, 1.0, 0.0, 1.0])
+
+
+def test_select_takes_recentred_off_integers_where_another_estimator_agrees(monkeypatch):
+  model, variables = _toy()
+  x, y = _batch([0, 0, 2, 4])  # counts [2, 0, 1, 0, 1]
+  grad = victim.fedsgd_update(model.apply, variables, x, y)
+  kwargs = dict(update=grad, features_fn=model.features, variables=variables, num_images=4,
+                image_shape=model.image_shape)
+  fixed = lambda scores: lambda *args, **kw: labels.LabelEstimate(
+      jnp.array(scores), labels.round_counts(jnp.array(scores), 4))
+  # None sits on integers (fractional distances 0.27, 0.23, 0.28, 0.38), so SELECT
+  # falls back on the median of its three, which rounds to [1, 1, 1, 0, 1].
+  monkeypatch.setattr(labels, "recentred", fixed([1.7, 0.2, 1.3, 0.0, 0.8]))
+  monkeypatch.setattr(labels, "ilrg", fixed([1.2, 1.3, 0.7, 0.1, 0.7]))
+  monkeypatch.setattr(labels, "cluster", fixed([0.6, 1.4, 1.2, 0.3, 0.5]))
+  run = lambda: np.asarray(labels.restore(jax.random.key(0), method=labels.Method.SELECT,
+                                          **kwargs).counts)
+  # geng_bias (RECENTRED's stand-in) rounds as RECENTRED does: RECENTRED's counts.
+  monkeypatch.setattr(labels, "geng_bias", fixed([1.6, 0.5, 0.9, 0.2, 0.8]))
+  np.testing.assert_array_equal(run(), [2, 0, 1, 0, 1])
+  # With no estimator agreeing with RECENTRED, the median stands.
+  monkeypatch.setattr(labels, "geng_bias", fixed([1.2, 0.6, 1.3, 0.2, 0.7]))
+  np.testing.assert_array_equal(run(), [1, 1, 1, 0, 1])
+
+
+@pytest.mark.parametrize("num_classes,uses_ilrg", [(2, False), (3, False), (4, True)])
+def test_select_leaves_ilrg_and_cluster_out_below_four_classes(monkeypatch, num_classes,
+                                                                uses_ilrg):
+  model = Model("toy", _SimplexFeatures(num_classes=num_classes), (4, 4, 3), num_classes,
+                False)
+  variables = model.init(jax.random.key(0))
+  x, y = _batch([0, 0, 1, 1])
+  grad = victim.fedsgd_update(model.apply, variables, x, y)
+  called = []
+  for name in ("ilrg", "cluster"):
+    real = getattr(labels, name)
+    monkeypatch.setattr(labels, name, lambda *a, _real=real, _name=name, **kw: (
+        called.append(_name), _real(*a, **kw))[1])
+  counts = labels.restore(jax.random.key(0), method=labels.Method.SELECT, update=grad,
+                          features_fn=model.features, variables=variables, num_images=4,
+                          image_shape=model.image_shape).counts
+  assert int(np.sum(counts)) == 4
+  assert sorted(set(called)) == (["cluster", "ilrg"] if uses_ilrg else [])
 
 
 def test_each_method_gets_its_own_dummies_by_default():

@@ -1,4 +1,5 @@
-"""The rules that combine label estimates: with_present and select (jaxinvert.label_rules)."""
+"""The rules that combine label estimates (jaxinvert.label_rules): with_present, select, and
+the one-class overrule and agreement tests SELECT applies."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -40,7 +41,7 @@ def test_select_picks_the_most_integral_estimate():
 
 
 def test_select_takes_the_median_when_no_estimate_is_integral():
-  estimate = lambda s: label_estimators.LabelEstimate(jnp.array(s), counts.round_counts(jnp.array(s), 6))
+  estimate = lambda s: _estimate(s, 6)
   # Fractional distances 0.2, 0.4, 0.4: the most integral one is not integral enough.
   order = [estimate([3.3, 0.7, 2.0]), estimate([2.4, 2.4, 1.2]), estimate([1.6, 1.7, 2.7])]
   chosen = label_rules.select(order, 6)

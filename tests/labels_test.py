@@ -172,7 +172,7 @@ def test_one_flagged_class_of_three_yields_to_unanimous_integral_estimates():
   def restore(seed, y):
     update = victim.fedsgd_update(model.apply, variables,
                                   jax.random.uniform(jax.random.key(seed), (4, 8, 8, 3)), y)
-    key = jax.random.split(jax.random.key(1), 4)[0]  # SELECT's key for its first estimator
+    key = jax.random.key(2)  # the estimates' own dummies (SELECT draws its own)
     raw = [labels.restore(key, method=m, update=update, **kwargs) for m in estimators]
     present = labels.certain_classes(update, 4, labels.FeatureDomain.UNIT)
     chosen = labels.restore(jax.random.key(1), method=labels.Method.SELECT, update=update,
@@ -183,7 +183,8 @@ def test_one_flagged_class_of_three_yields_to_unanimous_integral_estimates():
   seeds = jnp.array([0, 1, 3])
   present, overruled, counts, ruled = restore(seeds, jnp.array([0, 0, 0, 1]))
   np.testing.assert_array_equal(present, [[1, 0, 0]] * 3)
-  # All four closed forms sit on [3, 1, 0]: they overrule the rule, which read [4, 0, 0].
+  # All four closed forms sit on [3, 1, 0] (at N=3 SELECT asks `recentred` and
+  # `geng_bias`): they overrule the rule, which read [4, 0, 0].
   np.testing.assert_array_equal(overruled, [True] * 3)
   np.testing.assert_array_equal(counts, [[3, 1, 0]] * 3)
   np.testing.assert_array_equal(ruled, [[4, 0, 0]] * 3)

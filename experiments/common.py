@@ -30,15 +30,16 @@ def fail(field: str, message: str) -> None:
   raise ValueError(f"config.{field}: {message}")
 
 
-def _choice(config, field, choices):
+def choice(config, field: str, choices) -> None:
+  """Raises ValueError naming ``config.<field>`` unless its value is one of ``choices``."""
   if config[field] not in choices:
     fail(field, f"{config[field]!r} is not one of {tuple(choices)}")
 
 
 def validate_victim_and_data(config: ml_collections.ConfigDict) -> data.LabelDist:
   """Checks the fields every script shares; raises ValueError naming the field."""
-  _choice(config, "model", models.MODEL_NAMES)
-  _choice(config, "dataset", ("photos", *data.TFDS_DATASETS))
+  choice(config, "model", models.MODEL_NAMES)
+  choice(config, "dataset", ("photos", *data.TFDS_DATASETS))
   for field in ("image_size", "batch_size"):
     if config[field] <= 0:
       fail(field, f"must be positive, got {config[field]}")
@@ -70,10 +71,10 @@ def validate_victim_and_data(config: ml_collections.ConfigDict) -> data.LabelDis
 
 
 def validate_setting(config: ml_collections.ConfigDict) -> None:
-  _choice(config, "setting", _SETTINGS)
+  choice(config, "setting", _SETTINGS)
   if config.setting == "fedavg":
-    _choice(config, "fedavg_method", ("unroll", "approx"))
-    _choice(config, "fedavg_order", ("known", "random", "average"))
+    choice(config, "fedavg_method", ("unroll", "approx"))
+    choice(config, "fedavg_order", ("known", "random", "average"))
     if config.fedavg_order == "average" and config.get("fedavg_order_samples", 1) < 1:
       fail("fedavg_order_samples", f"must be >= 1, got {config.fedavg_order_samples}")
     if config.local_epochs <= 0:
@@ -241,7 +242,10 @@ _BOOLS = {"1": True, "true": True, "0": False, "false": False}
 
 
 def parse_cells(config) -> list[dict]:
-  """``config.cells = 'a=1,b=x;a=2'`` -> ``[{'a': 1, 'b': 'x'}, {'a': 2}]``, typed like the config."""
+  """``config.cells = 'a=1,b=x;a=2'`` -> ``[{'a': 1, 'b': 'x'}, {'a': 2}]``.
+
+  Each value is typed like the config field it overrides.
+  """
   if not config.get("cells"):
     return [{}]
   cells = []

@@ -32,14 +32,14 @@ def validate(config) -> None:
     minimum = 0 if field == "iterations" else 1
     if config[field] < minimum:
       common.fail(field, f"must be >= {minimum}, got {config[field]}")
-  common._choice(config, "label_source", ("restored", "true", "given"))  # pylint: disable=protected-access
-  common._choice(config, "optimizer", [o.value for o in attack_lib.Optimizer])  # pylint: disable=protected-access
-  common._choice(config, "distance", [d.value for d in Distance])  # pylint: disable=protected-access
-  common._choice(config, "box", [b.value for b in priors.Box])  # pylint: disable=protected-access
-  common._choice(config, "init", [i.value for i in attack_lib.InitDist])  # pylint: disable=protected-access
-  common._choice(config, "tv_kind", [t.value for t in priors.TV])  # pylint: disable=protected-access
+  common.choice(config, "label_source", ("restored", "true", "given"))
+  common.choice(config, "optimizer", [o.value for o in attack_lib.Optimizer])
+  common.choice(config, "distance", [d.value for d in Distance])
+  common.choice(config, "box", [b.value for b in priors.Box])
+  common.choice(config, "init", [i.value for i in attack_lib.InitDist])
+  common.choice(config, "tv_kind", [t.value for t in priors.TV])
   if config.strategy:
-    common._choice(config, "strategy", [s.value for s in runner.Strategy])  # pylint: disable=protected-access
+    common.choice(config, "strategy", [s.value for s in runner.Strategy])
   for field in ("tv", "bn", "group", "lr", "tol", "patience", "checkpoint_every",
                 "steps_per_call"):
     if config[field] < 0:
@@ -75,7 +75,7 @@ def validate(config) -> None:
       common.fail("labels", f"needs integers in [0, {classes}) (the victim's classes), got "
                   f"{config.labels!r}")
   if config.label_method != "auto":
-    common._choice(config, "label_method", [m.value for m in labels_lib.Method])  # pylint: disable=protected-access
+    common.choice(config, "label_method", [m.value for m in labels_lib.Method])
   if config.wrong_labels and config.label_source != "true":
     common.fail("wrong_labels", "changes the true labels: it needs label_source=true")
   if not 0 <= config.wrong_labels <= config.batch_size:

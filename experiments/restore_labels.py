@@ -46,9 +46,10 @@ def validate(config) -> list[dict]:
     if method not in [m.value for m in labels.Method]:
       common.fail("methods", f"unknown method {method!r}; choose from "
                   f"{[m.value for m in labels.Method]}")
-  common._choice(config, "stats_point", [s.value for s in labels.StatsPoint])  # pylint: disable=protected-access
-  common._choice(config, "dummy_dist", ["default"] + [d.value for d in labels.DummyDist])  # pylint: disable=protected-access
-  common._choice(config, "fit_space", [s.value for s in labels.FitSpace])  # pylint: disable=protected-access
+  common.choice(config, "stats_point", [s.value for s in labels.StatsPoint])
+  common.choice(config, "dummy_dist",
+                ["default"] + [d.value for d in labels.DummyDist])
+  common.choice(config, "fit_space", [s.value for s in labels.FitSpace])
   if config.fit_support_limit < -1:
     common.fail("fit_support_limit", f"must be -1 (the library's), 0 (off) or positive, "
                 f"got {config.fit_support_limit}")
@@ -76,7 +77,8 @@ def victim_for(config, cache: dict):
     a table can say how far the victim had learned.
   """
   fields = ("model", "width", "activation", "batchnorm", "hidden", "dataset", "image_size",
-            "num_classes", "head_classes", "seed", "train_batch_size", "train_lr", "momentum", "train_pool")
+            "num_classes", "head_classes", "seed", "train_batch_size", "train_lr", "momentum",
+            "train_pool")
   key = tuple(config[f] for f in fields) + (config.train_steps,)
   if key not in cache:
     if config.train_steps == 0:

@@ -251,8 +251,9 @@ def test_fit_beyond_half_is_opt_in_and_certifies_duplicates(heavy_compile_option
   np.testing.assert_allclose(fitted.scores, true, atol=1e-4)
   # K >= N: the update's row space is not K-dimensional; SELECT even with the option.
   space = labels.FitSpace.SUBSPACE
-  assert labels._fit_iterations(7, _N, 1024, space, beyond_half=True) is not None  # pylint: disable=protected-access
-  assert labels._fit_iterations(_N, _N, 1024, space, beyond_half=True) is None  # pylint: disable=protected-access
+  fit_iterations = labels._fit_iterations  # pylint: disable=protected-access
+  assert fit_iterations(7, _N, 1024, space, beyond_half=True) is not None
+  assert fit_iterations(_N, _N, 1024, space, beyond_half=True) is None
   with pytest.raises(ValueError, match="fit_margin"):
     labels.restore(jax.random.key(0), method=labels.Method.FIT, fit_margin=0.5, **kwargs)
   with pytest.raises(ValueError, match="fit_support_limit"):

@@ -13,7 +13,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Victim.
   c.model = "lenet"            # lenet | convnet | resnet18 | resnet50
   c.width = 0                  # 0 = the paper's width (12 LeNet, 64 others)
-  c.activation = ""            # '' = the paper's (sigmoid LeNet, relu others) | relu | sigmoid | softplus
+  c.activation = ""            # '' = the paper's (sigmoid LeNet, relu others)
+  #                              | relu | sigmoid | softplus
   c.batchnorm = True           # ConvNet only
   c.hidden = 0                 # ConvNet only: dense units before the classifier
   c.conv_impl = ""             # '' = per backend (xla on TPU, else matmul_dw) | xla | matmul_dw
@@ -24,7 +25,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data_dir = ""              # prepared TFDS data (never downloaded)
   c.image_size = 32
   c.num_classes = 0            # 0 = the dataset's
-  c.head_classes = 0           # victim's outputs; 0 = num_classes (more: a wider head, e.g. 1000 over photos' 20)
+  c.head_classes = 0           # victim's outputs; 0 = num_classes
+  #                              (more: a wider head, e.g. 1000 over photos' 20)
   c.batch_size = 1
   c.label_dist = "unique"      # unique | random | single:r | factor:r | repeat
   c.seed = 0

@@ -83,5 +83,5 @@ def get_model(
                has_batchnorm=has_bn)
 
 
-__all__ = ["Activation", "BN_MOMENTUM", "ConvImpl", "ConvNet", "default_conv_impl", "LeNet", "MODEL_NAMES", "Model", "ResNet",
-           "get_model"]
+__all__ = ["Activation", "BN_MOMENTUM", "ConvImpl", "ConvNet", "default_conv_impl", "LeNet",
+           "MODEL_NAMES", "Model", "ResNet", "get_model"]

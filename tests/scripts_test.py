@@ -373,7 +373,7 @@ def test_bench_fedavg_memory_remat_saves_memory(tmp_path):
 
 @pytest.mark.parametrize("name", ["labels_grid", "labels_small", "labels_duplicates",
                                   "labels_fedavg", "labels_select", "labels_wide",
-                                  "labels_heads"])
+                                  "labels_heads", "labels_fedavg_heads"])
 def test_label_benchmark_configs_validate(name):
   config = importlib.import_module(f"experiments.configs.{name}").get_config()
   cells = restore_labels.validate(config)

@@ -333,11 +333,15 @@ def test_fedavg_fit_keeps_a_clear_winner_reuses_the_trajectory_and_rejects_bad_o
                                                    **kwargs))(key)
   never = restore(key, jnp.inf)
   np.testing.assert_array_equal(never.counts, select.counts)
+  # SELECT's estimators default to SELECT_FROM, as on a gradient.
+  explicit = jax.jit(lambda k: labels.restore_fedavg(
+      k, method=labels.Method.SELECT, select_from=labels.SELECT_FROM, **kwargs))(key)
+  np.testing.assert_array_equal(explicit.scores, select.scores)
   np.testing.assert_allclose(never.scores, select.scores, atol=1e-6)
   # ... while with the default margin the answer is the fit's (its own bias-form scores).
   assert float(jnp.abs(fit.scores - select.scores).max()) > 1e-5
   # Methods may be named by their values, as in `restore` (the same program once named).
-  named = restore(key, labels.FEDAVG_FIT_MARGIN, select_from=("geng_bias", "ilrg", "cluster"))
+  named = restore(key, labels.FEDAVG_FIT_MARGIN, select_from=("recentred", "ilrg", "cluster"))
   np.testing.assert_array_equal(named.counts, fit.counts)
   kwargs["method"] = labels.Method.FIT
   with pytest.raises(ValueError, match="fit_tolerance"):
@@ -391,7 +395,7 @@ def test_bad_input(case, match):
                    image_shape=model.image_shape)
 
 
-def test_select_from_must_name_closed_forms_and_fedavg_keeps_geng_bias():
+def test_select_from_must_name_closed_forms_and_defaults_to_recentred_trio():
   model, variables = _toy()
   x, y = _batch([0, 0, 2, 4])
   grad = victim.fedsgd_update(model.apply, variables, x, y)
@@ -400,13 +404,34 @@ def test_select_from_must_name_closed_forms_and_fedavg_keeps_geng_bias():
   for bad in ([labels.Method.SELECT], []):
     with pytest.raises(ValueError, match="select_from"):
       labels.restore(jax.random.key(0), method=labels.Method.SELECT, select_from=bad, **kwargs)
-  assert labels.Method.GENG_BIAS in labels.FEDAVG_SELECT_FROM
   assert labels.Method.RECENTRED in labels.SELECT_FROM
+  assert not hasattr(labels, "FEDAVG_SELECT_FROM")  # FedAvg's SELECT reads SELECT_FROM too
   # With the FedSGD trio passed explicitly, SELECT is what it is by default.
   np.testing.assert_array_equal(
       labels.restore(jax.random.key(0), method=labels.Method.SELECT, **kwargs).scores,
       labels.restore(jax.random.key(0), method=labels.Method.SELECT,
                      select_from=labels.SELECT_FROM, **kwargs).scores)
+
+
+def test_fedavg_select_reads_recentred(monkeypatch):
+  # On a FedAvg update SELECT combines RECENTRED (not GENG_BIAS, as before 2026-12-07):
+  # an integral RECENTRED at every trajectory point is the answer, scores and all.
+  model, variables = _toy()
+  x, y = _batch([0, 0, 2, 4])
+  new = jax.jit(lambda v, a, b: victim.fedavg_update(
+      model.apply, v, a, b, local_epochs=2, local_batch_size=4, local_lr=0.001))(variables, x, y)
+  run = lambda **kw: np.asarray(labels.restore_fedavg(
+      jax.random.key(0), method=labels.Method.SELECT, start=variables, end=new,
+      features_fn=model.features, num_images=4, image_shape=model.image_shape,
+      local_lr=0.001, local_steps=2, **kw).scores)
+  truth = [2.0, 0.0, 1.0, 0.0, 1.0]
+  assert not np.array_equal(run(), truth)  # the real estimators are off integers here
+  exact = lambda key, **kw: labels.LabelEstimate(jnp.array(truth),
+                                                 jnp.array([2, 0, 1, 0, 1], jnp.int32))
+  monkeypatch.setattr(labels, "recentred", exact)
+  np.testing.assert_array_equal(run(), truth)
+  old_trio = (labels.Method.GENG_BIAS, labels.Method.ILRG, labels.Method.CLUSTER)
+  assert not np.array_equal(run(select_from=old_trio), truth)
 
 
 def test_select_lets_recentred_in_only_where_it_is_integral(monkeypatch):

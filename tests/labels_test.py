@@ -333,11 +333,11 @@ def test_fedavg_fit_keeps_a_clear_winner_reuses_the_trajectory_and_rejects_bad_o
                                                    **kwargs))(key)
   never = restore(key, jnp.inf)
   np.testing.assert_array_equal(never.counts, select.counts)
+  np.testing.assert_allclose(never.scores, select.scores, atol=1e-6)
   # SELECT's estimators default to SELECT_FROM, as on a gradient.
   explicit = jax.jit(lambda k: labels.restore_fedavg(
       k, method=labels.Method.SELECT, select_from=labels.SELECT_FROM, **kwargs))(key)
   np.testing.assert_array_equal(explicit.scores, select.scores)
-  np.testing.assert_allclose(never.scores, select.scores, atol=1e-6)
   # ... while with the default margin the answer is the fit's (its own bias-form scores).
   assert float(jnp.abs(fit.scores - select.scores).max()) > 1e-5
   # Methods may be named by their values, as in `restore` (the same program once named).

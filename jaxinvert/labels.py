@@ -363,14 +363,10 @@ def _fit(inputs: _FitInputs, *, update: Params, variables: Variables, num_images
 #: integral (`restore`): on the held-in cells of experiments/configs/labels_select.py
 #: (four victims, 8 cells x 16 batches) that raised the mean exact rate from 0.576 to
 #: 0.646 and lowered neither it nor label accuracy in any cell (docs/labels.md).
-#: `restore_fedavg` kept GENG_BIAS until 2026-12-07: RECENTRED's premise, rows of absent
-#: classes holding the batch's features at the weights the statistics are taken at,
-#: weakens once local training moves the features. With the integrality gate and the
-#: median rule the choice moved SELECT little on 20-output heads (labels_fedavg.py: no
-#: cell on seed 1; 119 -> 120 exact of 160 on seed 0, label accuracy lower in four
-#: cells), and on heads of 3 to 10 classes RECENTRED raised its exact batches from 142 to
-#: 154 of 288 on seed 0 and from 158 to 170 on seed 1 (labels_fedavg_heads.py;
-#: docs/labels.md, "FedAvg on small heads").
+#: `restore_fedavg` kept GENG_BIAS until 2026-12-07 (RECENTRED's premise weakens once
+#: local training moves the features); on heads of 3 to 10 classes RECENTRED raised
+#: SELECT's exact batches, held out too, at some cost in label accuracy on a trained
+#: victim (docs/labels.md, "FedAvg on small heads", which has the figures).
 SELECT_FROM = (Method.RECENTRED, Method.ILRG, Method.CLUSTER)
 
 #: `restore_fedavg`'s FIT keeps its best fit only when every other count vector fits at

@@ -8,7 +8,8 @@ combine the closed forms on small heads (docs/labels.md, "Small heads" and "Head
 Command (the table in docs/labels.md):
   python -m experiments.restore_labels --config=experiments/configs/labels_fedavg_heads.py \
       --workdir=workdirs/labels_fedavg_heads
-ConvNet width 16, untrained, trained on nothing; the victim has the cell's N outputs. The
+ConvNet width 16, untrained (also --config.train_steps=100; --config.model=lenet
+--config.width=0); the victim has the cell's N outputs. The
 client runs 5 local epochs of full-batch SGD (5 local steps) at local_lr 1e-4, 1e-3 or
 1e-2. Cells (B = batch size), each at every lr:
 - N=3: B=4 and 8 i.i.d.; one class 6 times and two singles; 3 classes x 3.

@@ -47,6 +47,8 @@ def validate(config) -> list[dict]:
       common.fail("methods", f"unknown method {method!r}; choose from "
                   f"{[m.value for m in labels.Method]}")
   common.choice(config, "stats_point", [s.value for s in labels.StatsPoint])
+  if config.speedup < 0:
+    common.fail("speedup", f"must be 0 (the library's) or positive, got {config.speedup}")
   common.choice(config, "dummy_dist",
                 ["default"] + [d.value for d in labels.DummyDist])
   common.choice(config, "fit_space", [s.value for s in labels.FitSpace])
@@ -143,7 +145,8 @@ def run_cell(config, cache: dict) -> dict:
     else:
       fn = jax.jit(jax.vmap(lambda kk, u: labels.restore_fedavg(
           kk, start=variables, end=u, local_lr=config.local_lr, local_steps=steps,
-          stats_point=labels.StatsPoint(config.stats_point), **kwargs).counts))
+          stats_point=labels.StatsPoint(config.stats_point), speedup=config.speedup or None,
+          **kwargs).counts))
     counts = np.asarray(fn(dummy_keys, updates))
     seconds = time.perf_counter() - start
     per_trial = []

@@ -304,6 +304,38 @@ def test_fedavg_recovers_multiset_with_duplicates():
     np.testing.assert_array_equal(estimate.counts, _true_counts(y, 10), err_msg=str(point))
 
 
+def test_fedavg_speedup_moves_the_trajectory_estimate_from_its_first_point():
+  model, variables = _lenet()
+  x, y = _batch([2, 2, 5, 9], seed=4, shape=model.image_shape)
+  new = jax.jit(lambda v, a, b: victim.fedavg_update(
+      model.apply, v, a, b, local_epochs=3, local_batch_size=4, local_lr=0.01))(variables, x, y)
+  run = lambda method, **kw: labels.restore_fedavg(
+      jax.random.key(3), method=method, start=variables, end=new, features_fn=model.features,
+      num_images=4, image_shape=model.image_shape, local_lr=0.01, local_steps=3,
+      feature_domain=labels.FeatureDomain.UNIT, **kw).scores
+  bias = labels.Method.GENG_BIAS
+  first = run(bias, stats_point=labels.StatsPoint.START)  # the trajectory's first point
+  mean = run(bias)  # a published form: the plain mean by default
+  np.testing.assert_allclose(run(bias, speedup=1.0), mean)
+  assert float(jnp.abs(mean - first).max()) > 0.01  # the statistics move along the update
+  np.testing.assert_allclose(run(bias, speedup=2.0), 2 * mean - first, atol=1e-4)
+  # Ours move FEDAVG_SPEEDUP times as far by default.
+  ours = labels.Method.RECENTRED
+  np.testing.assert_allclose(run(ours), run(ours, speedup=labels.FEDAVG_SPEEDUP))
+  assert float(jnp.abs(run(ours) - run(ours, speedup=1.0)).max()) > 1e-3
+  select = labels.Method.SELECT
+  np.testing.assert_allclose(run(select), run(select, speedup=labels.FEDAVG_SPEEDUP))
+  with pytest.raises(ValueError, match="speedup must be positive"):
+    run(bias, speedup=0.0)
+  with pytest.raises(ValueError, match="needs stats_point=TRAJECTORY"):
+    run(bias, speedup=2.0, stats_point=labels.StatsPoint.END)
+  with pytest.raises(ValueError, match="needs stats_point=TRAJECTORY"):
+    run(bias, speedup=2.0, trajectory_points=1)
+  # Off the trajectory nothing moves, and the default does not complain.
+  np.testing.assert_allclose(run(ours, stats_point=labels.StatsPoint.START),
+                             run(ours, stats_point=labels.StatsPoint.START, speedup=1.0))
+
+
 def test_fedavg_fit_keeps_a_clear_winner_reuses_the_trajectory_and_rejects_bad_options(
     monkeypatch):
   # One compiled program (the margin is an argument) serves every run that executes; the

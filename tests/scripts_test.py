@@ -386,7 +386,8 @@ def test_default_label_config_measures_the_library_default():
   assert labels.DEFAULT_METHOD.value in methods
 
 
-@pytest.mark.parametrize("field,value", [("trials", 0), ("train_steps", -1), ("num_dummies", -1)])
+@pytest.mark.parametrize("field,value", [("trials", 0), ("train_steps", -1), ("num_dummies", -1),
+                                         ("speedup", -1.0)])
 def test_restore_labels_names_a_count_out_of_range(field, value):
   config = labels_config.get_config()
   config[field] = value

@@ -33,6 +33,7 @@ def get_config():
   c.fit_margin = 0.0          # fedsgd fit: 0 = off, else labels.restore's fit_margin (>= 1)
   c.fit_support_limit = -1    # fit: -1 = labels.FIT_SUPPORT_LIMIT (fedsgd), 0 (fedavg); 0 = off
   c.stats_point = "trajectory"  # fedavg: start | end | trajectory
+  c.speedup = 0.0             # fedavg: labels.restore_fedavg's speedup; 0 = the library's
   c.train_steps = 0           # 0 = untrained victim
   c.train_batch_size = 8
   c.train_lr = 0.01

@@ -8,9 +8,10 @@ full-batch SGD (5 local steps) at local_lr 1e-4, 1e-3, 1e-2 or 1e-1 on the small
 cells of `labels_small.py` (B=8 unique / one class 4 times / 4 classes x 2 / one class
 for all; B=10 i.i.d.), 8 trials per cell. Every method reads the average gradient
 -(theta_T - theta_0) / (lr x steps) with dummy statistics along the trajectory
-(Dimitrov et al.'s interpolation). `fit`, the default, also fits per-image logits to
-the average gradient at the trajectory's midpoint and keeps a clear winner
-(`labels.restore_fedavg`).
+(Dimitrov et al.'s interpolation; `select`, `fit` and `recentred` move their estimate
+`labels.FEDAVG_SPEEDUP` times as far along it, `--config.speedup=1` for the plain mean).
+`fit`, the default, also fits per-image logits to the average gradient at the
+trajectory's midpoint and keeps a clear winner (`labels.restore_fedavg`).
 Expected: exact where the local steps barely move the model (1e-4), failing as the
 client fits its batch within the first steps (1e-2 and above).
 """

@@ -304,15 +304,14 @@ def test_fedavg_recovers_multiset_with_duplicates():
     np.testing.assert_array_equal(estimate.counts, _true_counts(y, 10), err_msg=str(point))
 
 
-def test_fedavg_speedup_moves_the_trajectory_estimate_from_its_first_point():
-  model, variables = _lenet()
-  x, y = _batch([2, 2, 5, 9], seed=4, shape=model.image_shape)
+def test_fedavg_speedup_moves_the_trajectory_estimate_from_its_first_point(monkeypatch):
+  model, variables = _toy()
+  x, y = _batch([0, 0, 2, 4])
   new = jax.jit(lambda v, a, b: victim.fedavg_update(
-      model.apply, v, a, b, local_epochs=3, local_batch_size=4, local_lr=0.01))(variables, x, y)
+      model.apply, v, a, b, local_epochs=3, local_batch_size=4, local_lr=0.5))(variables, x, y)
   run = lambda method, **kw: labels.restore_fedavg(
       jax.random.key(3), method=method, start=variables, end=new, features_fn=model.features,
-      num_images=4, image_shape=model.image_shape, local_lr=0.01, local_steps=3,
-      feature_domain=labels.FeatureDomain.UNIT, **kw).scores
+      num_images=4, image_shape=model.image_shape, local_lr=0.5, local_steps=3, **kw).scores
   bias = labels.Method.GENG_BIAS
   first = run(bias, stats_point=labels.StatsPoint.START)  # the trajectory's first point
   mean = run(bias)  # a published form: the plain mean by default
@@ -323,8 +322,13 @@ def test_fedavg_speedup_moves_the_trajectory_estimate_from_its_first_point():
   ours = labels.Method.RECENTRED
   np.testing.assert_allclose(run(ours), run(ours, speedup=labels.FEDAVG_SPEEDUP))
   assert float(jnp.abs(run(ours) - run(ours, speedup=1.0)).max()) > 1e-3
-  select = labels.Method.SELECT
-  np.testing.assert_allclose(run(select), run(select, speedup=labels.FEDAVG_SPEEDUP))
+  # ... SELECT and FIT too (traced only: which speed-up their trajectory mean gets).
+  used = []
+  original = labels._sped_up
+  monkeypatch.setattr(labels, "_sped_up", lambda p, k: used.append(k) or original(p, k))
+  for method in (labels.Method.SELECT, labels.Method.FIT, bias):
+    jax.eval_shape(lambda: run(method))
+  assert used == [labels.FEDAVG_SPEEDUP, labels.FEDAVG_SPEEDUP, 1.0]
   with pytest.raises(ValueError, match="speedup must be positive"):
     run(bias, speedup=0.0)
   with pytest.raises(ValueError, match="needs stats_point=TRAJECTORY"):

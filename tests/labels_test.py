@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinvert import labels, models, victim
+from jaxinvert import label_dummies, labels, models, victim
 from jaxinvert.types import CLASSIFIER, Model
 
 
@@ -339,6 +339,37 @@ def test_fedavg_speedup_moves_the_trajectory_estimate_from_its_first_point(monke
   # Off the trajectory nothing moves, and the default does not complain.
   np.testing.assert_allclose(run(ours, stats_point=labels.StatsPoint.START),
                              run(ours, stats_point=labels.StatsPoint.START, speedup=1.0))
+
+
+def test_fedavg_select_gives_our_dummies_to_every_estimator(monkeypatch):
+  # U(0, 1) for every method on FedAvg before 2026-12-07. Now RECENTRED takes OUR_DUMMIES
+  # and the published forms U(0, 1), as on a gradient, while SELECT and FIT give
+  # OUR_DUMMIES to every estimator, their GENG_BIAS stand-in included (on a gradient it
+  # keeps U(0, 1)); an explicit dummy_dist applies to every estimator.
+  model, variables = _toy()
+  x, y = _batch([0, 0, 2, 4])
+  new = jax.jit(lambda v, a, b: victim.fedavg_update(
+      model.apply, v, a, b, local_epochs=3, local_batch_size=4, local_lr=0.5))(variables, x, y)
+  run = lambda method, **kw: labels.restore_fedavg(
+      jax.random.key(3), method=method, start=variables, end=new, features_fn=model.features,
+      num_images=4, image_shape=model.image_shape, local_lr=0.5, local_steps=3, **kw).scores
+  recentred = labels.Method.RECENTRED
+  np.testing.assert_array_equal(run(recentred), run(recentred, dummy_dist=labels.OUR_DUMMIES))
+  assert not np.allclose(run(recentred), run(recentred, dummy_dist=labels.DummyDist.UNIFORM))
+  drawn = []  # the kinds of dummies each method draws (traced only)
+  original = label_dummies.dummy_images
+  monkeypatch.setattr(label_dummies, "dummy_images",
+                      lambda key, **kw: drawn.append(kw["dist"]) or original(key, **kw))
+  def kinds(method, **kw):
+    drawn.clear()
+    jax.eval_shape(lambda: run(method, **kw))
+    return set(drawn)
+  jittered, uniform = labels.DummyDist.JITTERED, labels.DummyDist.UNIFORM
+  assert kinds(recentred) == {jittered}
+  assert kinds(labels.Method.GENG_BIAS) == kinds(labels.Method.LLG_PLUS) == {uniform}
+  assert kinds(labels.Method.SELECT) == kinds(labels.Method.FIT) == {jittered}
+  assert kinds(labels.Method.SELECT, dummy_dist=uniform) == {uniform}
+  assert kinds(labels.Method.GENG_BIAS, dummy_dist=jittered) == {jittered}
 
 
 def test_fedavg_fit_keeps_a_clear_winner_reuses_the_trajectory_and_rejects_bad_options(

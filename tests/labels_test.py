@@ -304,14 +304,20 @@ def test_fedavg_recovers_multiset_with_duplicates():
     np.testing.assert_array_equal(estimate.counts, _true_counts(y, 10), err_msg=str(point))
 
 
-def test_fedavg_speedup_moves_the_trajectory_estimate_from_its_first_point(monkeypatch):
+def _toy_fedavg_scores():
+  """`restore_fedavg`'s scores, as a function of the method and options, on one FedAvg
+  round of the toy victim (a batch of 4 with class 0 twice, 3 full-batch steps at lr 0.5)."""
   model, variables = _toy()
   x, y = _batch([0, 0, 2, 4])
   new = jax.jit(lambda v, a, b: victim.fedavg_update(
       model.apply, v, a, b, local_epochs=3, local_batch_size=4, local_lr=0.5))(variables, x, y)
-  run = lambda method, **kw: labels.restore_fedavg(
+  return lambda method, **kw: labels.restore_fedavg(
       jax.random.key(3), method=method, start=variables, end=new, features_fn=model.features,
       num_images=4, image_shape=model.image_shape, local_lr=0.5, local_steps=3, **kw).scores
+
+
+def test_fedavg_speedup_moves_the_trajectory_estimate_from_its_first_point(monkeypatch):
+  run = _toy_fedavg_scores()
   bias = labels.Method.GENG_BIAS
   first = run(bias, stats_point=labels.StatsPoint.START)  # the trajectory's first point
   mean = run(bias)  # a published form: the plain mean by default
@@ -346,13 +352,7 @@ def test_fedavg_select_gives_our_dummies_to_every_estimator(monkeypatch):
   # and the published forms U(0, 1), as on a gradient, while SELECT and FIT give
   # OUR_DUMMIES to every estimator, their GENG_BIAS stand-in included (on a gradient it
   # keeps U(0, 1)); an explicit dummy_dist applies to every estimator.
-  model, variables = _toy()
-  x, y = _batch([0, 0, 2, 4])
-  new = jax.jit(lambda v, a, b: victim.fedavg_update(
-      model.apply, v, a, b, local_epochs=3, local_batch_size=4, local_lr=0.5))(variables, x, y)
-  run = lambda method, **kw: labels.restore_fedavg(
-      jax.random.key(3), method=method, start=variables, end=new, features_fn=model.features,
-      num_images=4, image_shape=model.image_shape, local_lr=0.5, local_steps=3, **kw).scores
+  run = _toy_fedavg_scores()
   recentred = labels.Method.RECENTRED
   np.testing.assert_array_equal(run(recentred), run(recentred, dummy_dist=labels.OUR_DUMMIES))
   assert not np.allclose(run(recentred), run(recentred, dummy_dist=labels.DummyDist.UNIFORM))

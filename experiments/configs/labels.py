@@ -23,10 +23,10 @@ def get_config():
   # measured too; where 2K > N it returns select's answer.
   c.methods = "geng,geng_bias,recentred,idlg,gradinversion,llg_plus,ilrg,cluster,select,fit"
   c.num_dummies = 0           # 0 = K dummies (Geng et al.'s code)
-  # default: each estimator's own (labels.default_dummies), on FedSGD and FedAvg: jittered
-  # for recentred, also inside select and fit; U(0, 1) for geng, geng_bias, llg_plus and
-  # select's geng_bias stand-in. Or uniform | gaussian | smooth | jittered for every
-  # estimator.
+  # default: each estimator's own (labels.default_dummies): jittered for recentred, also
+  # inside select and fit; U(0, 1) for geng, geng_bias, llg_plus and, on FedSGD, select's
+  # geng_bias stand-in (on FedAvg select and fit give jittered dummies to every estimator).
+  # Or uniform | gaussian | smooth | jittered for every estimator.
   c.dummy_dist = "default"
   c.fit_space = "subspace"    # fit: subspace | logits (jaxinvert.label_fit.FitSpace)
   c.fit_beyond_half = False   # fedsgd fit also where N/2 < K < N (labels.restore)

@@ -104,12 +104,10 @@ class Method(enum.Enum):
   FIT = "fit"                      # ours: select's candidates certified by a per-image logit fit
 
 
-#: The method the experiment scripts use for B > 1. Chosen on the label grids of
-#: docs/labels.md: where 2K > N (experiments/configs/labels_grid.py) FIT is SELECT, which had the
-#: most exact count vectors summed over the cells on LeNet, ConvNet and ResNet-18 alike
-#: (and, with its median rule, the best label accuracy on i.i.d. batches larger than N);
-#: where 2K <= N (labels_small.py) FIT was exact at least as often as SELECT in every
-#: cell, untrained and trained.
+#: The method the experiment scripts use for B > 1, chosen on the label grids of
+#: docs/labels.md: where 2K > N (labels_grid.py) FIT is SELECT, the most exact on LeNet,
+#: ConvNet and ResNet-18 alike; where 2K <= N (labels_small.py) FIT was exact at least as
+#: often as SELECT in every cell, untrained and trained.
 DEFAULT_METHOD = Method.FIT
 
 
@@ -158,22 +156,15 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
       them (`label_fit.after`; docs/labels.md, "Wide heads").
     fit_tolerance: `Method.FIT` keeps SELECT's answer when no candidate fits the update
       to this relative squared residual.
-    fit_space: where `Method.FIT` fits each candidate's logits (`label_fit.FitSpace`).
-      SUBSPACE, the default, was exact in as many batches as LOGITS or more in every
-      small-batch cell with duplicates measured, untrained and after 100 steps, and in
-      11 of 24 against 8 after 1,000 steps, one cell lower (docs/labels.md).
-    fit_beyond_half: `Method.FIT` fits where N / 2 < K < N too (opt-in). There the
-      N^2 + N equations still outnumber the K N logits, but by less. After 100 training
-      steps it raised the exact rate from SELECT's 0-0.50 to 0.38-0.88 in five of six
-      cells (ConvNet, and ResNet-18 held out) and label accuracy in all six, losing no
-      batch; it costs 30-95 s a batch on a 2-core CPU and was not measured on the
-      duplicate-label sweep, so it is not the default (docs/labels.md, "Beyond N / 2").
+    fit_space: where `Method.FIT` fits each candidate's logits (`label_fit.FitSpace`;
+      SUBSPACE, the default, was the more exact in docs/labels.md's measurements).
+    fit_beyond_half: `Method.FIT` fits where N / 2 < K < N too (opt-in: the N^2 + N
+      equations still outnumber the K N logits, but by less; more exact on trained
+      victims, and 30-95 s a batch on a 2-core CPU; docs/labels.md, "Beyond N / 2").
       Where K >= N the update's row space is not K-dimensional and FIT is SELECT.
     fit_margin: None (default), or a number >= 1: FIT also needs every other count
       vector to fit at least this many times worse than its best (as `restore_fedavg`,
-      whose `FEDAVG_FIT_MARGIN` is 10). Stricter: beyond N / 2 after 100 training steps
-      10 let 2 wrong vectors through in 32 batches against 7 for the tolerance alone,
-      but turned away 2 true ones (docs/labels.md).
+      whose `FEDAVG_FIT_MARGIN` is 10; stricter, docs/labels.md).
     fit_support_limit: FIT also tries every count vector on the sign rule's classes
       where there are at most this many (`label_fit.search`'s ``support_limit``; the
       default covers K <= 10; 0: off).
@@ -281,15 +272,10 @@ def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variable
   """SELECT's estimate, and what FIT searches from (its candidates' sources)."""
   num_classes = classifier_grads(update)[0].shape[0]
   if num_classes <= 3:
-    # ILRG and CLUSTER read each class's features from its own row as dW_n / db_n; with
-    # two classes the rows and bias gradients are each the negative of the other, so
-    # both classes get the same features and the models are degenerate (on five 2-class
-    # victims the two were the least exact estimators, and leaving them out raised
-    # SELECT's exact batches on the three untrained ones from 140 to 174 of 336, the
-    # one-class rule still on; docs/labels.md, "Small heads"). With three, only two
-    # rows are independent, and on five 3-class victims leaving them out raised SELECT's
-    # exact batches from 315 to 335 of 560, and from 313 to 326 on other batches
-    # (docs/labels.md, "Heads of 3 and 4 classes").
+    # ILRG and CLUSTER read each class's features from its own row as dW_n / db_n. The
+    # rows sum to zero: with two classes both get the same features, with three only two
+    # rows are independent, and leaving the two out raised SELECT's exact batches on
+    # such heads (docs/labels.md, "Small heads" and "Heads of 3 and 4 classes").
     select_from = tuple(m for m in select_from
                         if m not in (Method.ILRG, Method.CLUSTER)) or select_from
   keys = jax.random.split(key, len(select_from) + 1)
@@ -360,21 +346,14 @@ def _fit(inputs: _FitInputs, *, update: Params, variables: Variables, num_images
 
 #: The estimators SELECT chooses among, on a FedSGD gradient and (`restore_fedavg`) on a
 #: FedAvg update. RECENTRED replaced GENG_BIAS, which stands in for it where it is not
-#: integral (`restore`): on the held-in cells of experiments/configs/labels_select.py
-#: (four victims, 8 cells x 16 batches) that raised the mean exact rate from 0.576 to
-#: 0.646 and lowered neither it nor label accuracy in any cell (docs/labels.md).
-#: `restore_fedavg` kept GENG_BIAS until 2026-12-07 (RECENTRED's premise weakens once
-#: local training moves the features); on heads of 3 to 10 classes RECENTRED raised
-#: SELECT's exact batches, held out too, at some cost in label accuracy on a trained
-#: victim (docs/labels.md, "FedAvg on small heads", which has the figures).
+#: integral (`restore`), on the held-in cells of experiments/configs/labels_select.py;
+#: on FedAvg updates since 2026-12-07 (docs/labels.md, "FedAvg on small heads").
 SELECT_FROM = (Method.RECENTRED, Method.ILRG, Method.CLUSTER)
 
 #: `restore_fedavg`'s FIT keeps its best fit only when every other count vector fits at
 #: least this many times worse (relative squared residual). Chosen on labels_fedavg.py's
-#: seed-0 batches at lr 1e-3 and 1e-2, between the runners-up of exact fits (12x and
-#: more) and those of ambiguous ones (1.5x and less; `restore_fedavg`, docs/labels.md).
-#: Held out (another victim and batches, seed 1): FIT changed 3 of 160 batches against
-#: SELECT, each from wrong to exact, and none the other way.
+#: seed 0, between the runners-up of exact fits (12x and more) and those of ambiguous ones
+#: (1.5x and less), and held out on seed 1 (docs/labels.md).
 FEDAVG_FIT_MARGIN = 10.0
 
 
@@ -382,12 +361,8 @@ FEDAVG_FIT_MARGIN = 10.0
 #: update (`restore_fedavg`'s ``speedup`` for SELECT, FIT and RECENTRED). The client's
 #: steps move each image's logits towards its own label through its own kernel term (the
 #: diagonal of the neural tangent kernel, Jacot et al., NeurIPS 2018), which dummy inputs
-#: lack: at the same interpolated weights the real batch's softmax mass gives exact counts
-#: in 166 of 192 batches where RECENTRED's dummies give 77 (labels_fedavg_heads.py, lr 1e-3
-#: and 1e-2, seed 0; docs/labels.md, "Trajectory speed-up"). Chosen there on RECENTRED
-#: alone (exact 77 -> 89 of 192); on seed 1 (held out) every value from 1.05 to 1.6 beat
-#: 1. SELECT and FIT with it, held out too, in docs/labels.md: more exact batches on the
-#: ConvNet and 20 classes, mixed on LeNet, fewer on ResNet-18 at lr 1e-2 (90 -> 84 of 96).
+#: lack. Chosen on RECENTRED alone (labels_fedavg_heads.py, seed 0) and held out on other
+#: seeds, heads and victims: docs/labels.md, "Trajectory speed-up", has the figures.
 FEDAVG_SPEEDUP = 1.35
 
 #: The methods that `restore_fedavg` speeds up by default (ours); the published forms keep
@@ -435,13 +410,9 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
   ``fit_point`` of the way from theta_0 to theta_T and keeps the best one only when every
   other count vector fits at least ``fit_margin`` times worse; otherwise it answers
   SELECT (trajectory statistics). FIT applies where `restore`'s does (2K <= N and
-  ``fit_max_unknowns``) and is SELECT elsewhere. Measured on labels_fedavg.py's seed-0 batches
-  with duplicated or i.i.d. labels (docs/labels.md): where the sign rule left the counts
-  open, the runner-up fitted 12x to 600x worse than the best in 21 batches, and the best
-  was exact in all 21; in the other 23 the runner-up sat within 1.5x and the best was
-  exact in 3. Exact rates, lr 1e-3: 23 of 24 (SELECT 18); lr 1e-2: 8 of 24 (SELECT 7).
-  ``fit_support_limit`` (`restore`'s) is 0 here unless passed: on the lr 1e-2 cells it
-  changed no batch's answer, for up to 2x the time (docs/labels.md).
+  ``fit_max_unknowns``) and is SELECT elsewhere (measured on labels_fedavg.py: a clear
+  runner-up margin went with exact answers; docs/labels.md). ``fit_support_limit``
+  (`restore`'s) is 0 here unless passed: it changed no answer, for up to 2x the time.
 
   Raises:
     ValueError: ``fit_tolerance`` (FedSGD's certificate; here ``fit_margin`` decides),
@@ -477,11 +448,7 @@ def restore_fedavg(key: jax.Array, *, method: Method, start: Variables, end: Var
                 if k in kwargs}
   # Unless told otherwise, SELECT and FIT give `OUR_DUMMIES` to every estimator they
   # combine, their GENG_BIAS stand-in included (on a gradient it keeps U(0, 1)); the other
-  # methods take their own (`default_dummies`). Until 2026-12-07 every method had U(0, 1)
-  # here; with the trajectory speed-up, jittered dummies raised SELECT's exact batches on
-  # the small heads from 178 to 187 of 288 (seed 0) and from 191 to 202 (seed 1, held
-  # out), where each estimator's own dummies gave 190 and 190 (docs/labels.md, "Dummies
-  # on FedAvg").
+  # methods take their own (`default_dummies`; docs/labels.md, "Dummies on FedAvg").
   if kwargs.get("dummy_dist") is None:
     kwargs["dummy_dist"] = (OUR_DUMMIES if method in (Method.SELECT, Method.FIT)
                             else default_dummies(method))

@@ -2,7 +2,7 @@ r"""Rules that combine closed-form label-count estimates into one answer (ours).
 
 `select` takes the most integral of several estimates (`jaxinvert.label_estimators`) when
 one sits on integers, else their per-class median (`is_integral` says which; `agrees`
-compares two estimates' counts); `with_present` makes an estimate agree with the classes
+compares two estimates' counts; `confidence` gauges the victim); `with_present` makes an estimate agree with the classes
 the sign rule certifies (`label_estimators.certain_classes`), and reads a single flagged
 class of a head of more than two classes as a one-class batch (`one_class_rule_applies`)
 unless the estimates overrule it (`one_class_overruled`). All are pure, jit- and
@@ -132,6 +132,64 @@ def agrees(candidate: LabelEstimate, others: Sequence[LabelEstimate]) -> jax.Arr
     A bool scalar.
   """
   return jnp.any(jnp.stack([jnp.all(candidate.counts == o.counts) for o in others]))
+
+
+#: `confidence` below which SELECT trusts RECENTRED's own counts where it falls back on
+#: the median (`jaxinvert.labels`; docs/labels.md, "Unconfident victims"). Untrained
+#: victims measured 0.10-0.56 on jittered dummies, the ConvNet after 100 and 1,000
+#: training steps 0.71-0.97.
+UNCONFIDENT = 0.5
+
+
+def confidence(probs: jax.Array) -> jax.Array:
+  """How confident a victim is on some inputs: their mean top softmax probability,
+  rescaled so that chance (1/N) is 0 and certainty 1 (ours).
+
+  RECENTRED's premise, that the batch's mean feature is all its dummies miss, holds while
+  the victim's softmax barely varies with the input (untrained) and fails once it is
+  confident (docs/labels.md); this gauges which, from dummy inputs alone.
+
+  Args:
+    probs: ``[M, N]`` softmax outputs, N >= 2.
+
+  Returns:
+    A float scalar, 0 to 1.
+  """
+  num_classes = probs.shape[-1]
+  if num_classes < 2:
+    raise ValueError(f"confidence needs at least 2 classes, got {num_classes}")
+  chance = 1.0 / num_classes
+  return (jnp.mean(jnp.max(probs, axis=-1)) - chance) / (1.0 - chance)
+
+
+def recentred_takes_over(recentred: LabelEstimate, others: Sequence[LabelEstimate],
+                         estimates: Sequence[LabelEstimate], probs: jax.Array,
+                         num_images: int, *, unconfident: float | None = None
+                         ) -> jax.Array:
+  """Whether SELECT answers RECENTRED's own counts (ours): only where it falls back on the
+  median (no estimate integral, `is_integral`), and there
+
+  - where another estimator rounds to the same counts (`agrees`; docs/labels.md, "Heads
+    of 3 and 4 classes": on untrained small heads RECENTRED is the most exact of them
+    even off integers);
+  - or where the victim is unconfident on RECENTRED's dummies (`confidence` below
+    ``unconfident``; docs/labels.md, "Unconfident victims"), except on 3-class heads,
+    where RECENTRED alone was the less exact.
+
+  Args:
+    recentred: RECENTRED's estimate, rounded as SELECT's answer would be.
+    others: the other estimators', rounded the same way.
+    estimates: those SELECT chose among (`select`'s).
+    probs: ``[M, N]`` the victim's softmax on RECENTRED's dummies.
+    num_images: K.
+    unconfident: the `confidence` threshold; None = `UNCONFIDENT`.
+
+  Returns:
+    A bool scalar.
+  """
+  unconfident = UNCONFIDENT if unconfident is None else unconfident
+  unsure = (confidence(probs) < unconfident) & (probs.shape[-1] != 3)
+  return ~is_integral(estimates, num_images) & (agrees(recentred, others) | unsure)
 
 
 def is_integral(estimates: Sequence[LabelEstimate], num_images: int, *,

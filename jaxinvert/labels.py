@@ -16,10 +16,9 @@ are unknown; Geng et al. estimate them by pushing dummy inputs through the victi
 Since every p_kn > 0, db_n < 0 only for a class in the batch, and with features o >= 0
 the same holds for any negative entry of the row dW_n (`counts.present_classes`);
 `Method.SELECT` and `Method.FIT` give each such class at least one image, and when there
-are K of them the answer is exactly those K classes (`with_present`, ours); on heads
-of more than two classes a single flagged class is read as a one-class batch (a rule of
-thumb that held on every batch of the 20-class benchmarks), unless every closed form
-sits on integers against it (`one_class_overruled`).
+are K of them the answer is exactly those K classes (`with_present`, ours); on heads of
+more than two classes a single flagged class is read as a one-class batch (a rule of
+thumb), unless every closed form sits on integers against it (`one_class_overruled`).
 
 `Method.FIT` (ours) goes further where 2K <= N: it fits every image's logit vector to
 the last layer's gradient for candidate count vectors and keeps the one that fits
@@ -28,8 +27,8 @@ exactly (`jaxinvert.label_fit`), which holds on trained victims too.
 The closed-form estimators (Geng et al.'s, the baselines, ours) live in
 `jaxinvert.label_estimators`, the rules that combine them (`select`, `with_present`) in
 `jaxinvert.label_rules`, their dummy images in `jaxinvert.label_dummies`; all three are
-re-exported here. This module
-dispatches among them (`restore`) and reads FedAvg updates (`restore_fedavg`).
+re-exported here. This module dispatches among them (`restore`) and reads FedAvg updates
+(`restore_fedavg`).
 They share one interface: ``(key, *, update, ...) -> LabelEstimate``, where
 ``update`` is a FedSGD gradient tree (or `fedavg_gradient` of a FedAvg weight change)
 and ``scores`` are real-valued counts from which `round_counts` and `hypotheses`
@@ -56,8 +55,9 @@ from jaxinvert.label_estimators import (OUR_DUMMIES, FeatureDomain,  # re-export
                                         LabelEstimate, certain_classes, cluster, geng,
                                         geng_bias, gradinversion, idlg, ilrg, llg_plus,
                                         recentred)
-from jaxinvert.label_rules import (INTEGRAL_TOLERANCE, agrees, is_integral,  # re-exported
-                                   one_class_overruled, one_class_rule_applies, select,
+from jaxinvert.label_rules import (INTEGRAL_TOLERANCE, UNCONFIDENT,  # re-exported
+                                   agrees, confidence, is_integral, one_class_overruled,
+                                   one_class_rule_applies, recentred_takes_over, select,
                                    with_present)
 from jaxinvert.label_fit import FitSpace  # re-exported
 from jaxinvert.types import Params, Variables
@@ -227,8 +227,7 @@ def restore(key: jax.Array, *, method: Method, update: Params, features_fn: Feat
 def default_dummies(method: Method | str) -> DummyDist:
   """The dummy inputs `restore` gives ``method`` when ``dummy_dist`` is None: `OUR_DUMMIES`
   for RECENTRED, U(0, 1) for the published estimators, as their authors' code. SELECT
-  and FIT have none of their own: each estimator they combine takes its own (RECENTRED
-  `OUR_DUMMIES`, its GENG_BIAS stand-in U(0, 1))."""
+  and FIT have none of their own: each estimator they combine takes its own."""
   method = Method(method)
   if method in (Method.SELECT, Method.FIT):
     raise ValueError(f"{method.value} combines estimators that each take their own dummies")
@@ -286,10 +285,8 @@ def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variable
   for k, m in zip(keys, select_from):
     waited = {**common, "update": label_fit.classifier_after(update, *[e.scores for e in base])}
     base.append(restore(k, method=m, feature_domain=feature_domain, **waited))
-  # RECENTRED takes part only where it sits on integers; elsewhere geng_bias stands in
-  # (ours; with its own U(0, 1) dummies unless ``dummy_dist`` is given): once the victim
-  # is confident RECENTRED is seldom integral and, kept in, cost label accuracy
-  # (docs/labels.md).
+  # RECENTRED takes part only where it sits on integers, else geng_bias (its own U(0, 1)
+  # dummies unless ``dummy_dist`` is given) stands in (ours; docs/labels.md).
   raw = list(base)
   plain = []
   for i, m in enumerate(select_from):
@@ -307,16 +304,19 @@ def _select(key: jax.Array, *, update: Params, features_fn: FeaturesFn, variable
   chosen = with_present(select(base, num_images).scores, present, num_images,
                         one_class=one_class)
   if Method.RECENTRED in select_from:
-    # Where SELECT falls back on the median, RECENTRED's own answer when another
-    # estimator's rounds to the same counts (ours; docs/labels.md, "Heads of 3 and 4
-    # classes"): on untrained small heads it is the most exact of them even off integers.
+    # Where SELECT falls back on the median, RECENTRED's own answer if the rule says so.
     i = select_from.index(Method.RECENTRED)
     rounded = [with_present(e.scores, present, num_images, one_class=one_class)
                for e in raw + plain]
-    take = ~is_integral(base, num_images) & agrees(rounded[i], rounded[:i] + rounded[i + 1:])
+    probs = dummy_statistics(keys[i], features_fn=features_fn, variables=variables,
+                             image_shape=image_shape, num_dummies=num_dummies or num_images,
+                             dummy_dist=default_dummies(Method.RECENTRED)
+                             if dummy_dist is None else dummy_dist)[0]  # RECENTRED's own
+    take = recentred_takes_over(rounded[i], rounded[:i] + rounded[i + 1:], base, probs,
+                                num_images)
     chosen = LabelEstimate(jnp.where(take, rounded[i].scores, chosen.scores),
                            jnp.where(take, rounded[i].counts, chosen.counts))
-  # geng_bias stays a source (its candidates were FIT's before RECENTRED replaced it).
+  # geng_bias stays a source (FIT's before RECENTRED replaced it).
   sources = jnp.stack([e.scores for e in base] + [e.scores for e in plain]
                       + [idlg(update, num_images=num_images).scores, chosen.scores])
   decided = (jnp.sum(present) == num_images) | ((jnp.sum(present) == 1) & one_class)

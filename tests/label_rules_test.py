@@ -100,3 +100,22 @@ def test_agrees_and_is_integral_match_select():
   exact = _estimate([3.02, 0.99, 1.99], 6)
   assert bool(label_rules.is_integral([a, exact], 6))
   np.testing.assert_array_equal(label_rules.select([a, exact], 6).counts, [3, 1, 2])
+
+
+def test_recentred_takes_over_off_integers_where_agreed_or_the_victim_is_unconfident():
+  k = 4
+  rec = _estimate([1.6, 0.4, 1.3, 0.7], k)          # rounds to [2, 0, 1, 1]
+  other = _estimate([1.2, 0.9, 1.1, 0.8], k)        # rounds to [1, 1, 1, 1]
+  agreeing = _estimate([1.7, 0.3, 0.6, 1.4], k)     # rounds to [2, 0, 1, 1]
+  off = [rec, other]                                # neither sits on integers
+  chance, certain = jnp.full((8, 4), 0.25), jnp.eye(4)[jnp.arange(8) % 4]
+  takes = lambda others, estimates, probs: bool(label_rules.recentred_takes_over(
+      rec, others, estimates, probs, k))
+  assert takes([other], off, chance)                # unconfident victim
+  assert not takes([other], off, certain)           # confident, nobody agrees: the median
+  assert takes([agreeing], off, certain)            # confident, another agrees
+  assert not takes([other], [_estimate([2.0, 0.0, 1.0, 1.0], k)], chance)  # integral
+  # Not on 3-class heads, however unconfident the victim.
+  rec3, other3 = _estimate([1.6, 1.3, 1.1], k), _estimate([1.2, 1.4, 1.4], k)
+  assert not bool(label_rules.recentred_takes_over(rec3, [other3], [rec3, other3],
+                                                   jnp.full((8, 3), 1 / 3), k))

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinvert import label_dummies, labels, models, victim
+from jaxinvert import label_dummies, label_rules, labels, models, victim
 from jaxinvert.types import CLASSIFIER, Model
 
 
@@ -541,9 +541,54 @@ def test_select_takes_recentred_off_integers_where_another_estimator_agrees(monk
   # geng_bias (RECENTRED's stand-in) rounds as RECENTRED does: RECENTRED's counts.
   monkeypatch.setattr(labels, "geng_bias", fixed([1.6, 0.5, 0.9, 0.2, 0.8]))
   np.testing.assert_array_equal(run(), [2, 0, 1, 0, 1])
-  # With no estimator agreeing with RECENTRED, the median stands.
+  # With no estimator agreeing with RECENTRED, the median stands on a confident victim
+  # (UNCONFIDENT = 0: no victim is below it) ...
   monkeypatch.setattr(labels, "geng_bias", fixed([1.2, 0.6, 1.3, 0.2, 0.7]))
+  monkeypatch.setattr(label_rules, "UNCONFIDENT", 0.0)
   np.testing.assert_array_equal(run(), [1, 1, 1, 0, 1])
+  # ... and RECENTRED's counts are taken on an unconfident one (every victim is below 1.01).
+  monkeypatch.setattr(label_rules, "UNCONFIDENT", 1.01)
+  np.testing.assert_array_equal(run(), [2, 0, 1, 0, 1])
+
+
+def test_select_trusts_recentred_on_unconfident_victims_except_on_three_classes(monkeypatch):
+  # The toy victim is untrained: below UNCONFIDENT on RECENTRED's dummies.
+  model, variables = _toy()
+  probs = labels.dummy_statistics(jax.random.key(0), features_fn=model.features,
+                                  variables=variables, image_shape=model.image_shape,
+                                  num_dummies=16, dummy_dist=labels.OUR_DUMMIES)[0]
+  assert 0.0 <= float(labels.confidence(probs)) < labels.UNCONFIDENT
+  fixed = lambda scores: lambda *args, **kw: labels.LabelEstimate(
+      jnp.array(scores), labels.round_counts(jnp.array(scores), 4))
+  for num_classes, batch, rec, stand_in, others, expected in (
+      # 5 classes: RECENTRED's counts, though no other estimator agrees.
+      (5, [0, 0, 2, 4], [1.7, 0.2, 1.3, 0.0, 0.8], [1.2, 0.6, 1.3, 0.2, 0.7],
+       ([1.2, 1.3, 0.7, 0.1, 0.7], [0.6, 1.4, 1.2, 0.3, 0.5]), [2, 0, 1, 0, 1]),
+      # 3 classes: SELECT is its stand-in (geng_bias), not RECENTRED.
+      (3, [0, 0, 1, 2], [1.7, 1.3, 1.0], [1.2, 1.3, 1.5], None, [1, 1, 2])):
+    model = Model("toy", _SimplexFeatures(num_classes=num_classes), (4, 4, 3), num_classes,
+                  False)
+    variables = model.init(jax.random.key(0))
+    x, y = _batch(batch)
+    grad = victim.fedsgd_update(model.apply, variables, x, y)
+    monkeypatch.setattr(labels, "recentred", fixed(rec))
+    monkeypatch.setattr(labels, "geng_bias", fixed(stand_in))
+    if others:
+      monkeypatch.setattr(labels, "ilrg", fixed(others[0]))
+      monkeypatch.setattr(labels, "cluster", fixed(others[1]))
+    counts = labels.restore(jax.random.key(0), method=labels.Method.SELECT, update=grad,
+                            features_fn=model.features, variables=variables, num_images=4,
+                            image_shape=model.image_shape).counts
+    np.testing.assert_array_equal(counts, expected)
+
+
+def test_confidence_is_zero_at_chance_and_one_when_certain():
+  np.testing.assert_allclose(labels.confidence(jnp.full((3, 4), 0.25)), 0.0, atol=1e-7)
+  np.testing.assert_allclose(labels.confidence(jnp.eye(4)[:3]), 1.0)
+  np.testing.assert_allclose(labels.confidence(jnp.array([[0.7, 0.3], [0.5, 0.5]])), 0.2,
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match="at least 2 classes"):
+    labels.confidence(jnp.ones((3, 1)))
 
 
 @pytest.mark.parametrize("num_classes,uses_ilrg", [(2, False), (3, False), (4, True)])

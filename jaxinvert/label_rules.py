@@ -2,7 +2,9 @@ r"""Rules that combine closed-form label-count estimates into one answer (ours).
 
 `select` takes the most integral of several estimates (`jaxinvert.label_estimators`) when
 one sits on integers, else their per-class median (`is_integral` says which; `agrees`
-compares two estimates' counts; `confidence` gauges the victim); `with_present` makes an estimate agree with the classes
+compares two estimates' counts; `confidence` gauges the victim, and
+`recentred_takes_over` says where SELECT answers RECENTRED's counts instead of the
+median); `with_present` makes an estimate agree with the classes
 the sign rule certifies (`label_estimators.certain_classes`), and reads a single flagged
 class of a head of more than two classes as a one-class batch (`one_class_rule_applies`)
 unless the estimates overrule it (`one_class_overruled`). All are pure, jit- and
@@ -135,9 +137,9 @@ def agrees(candidate: LabelEstimate, others: Sequence[LabelEstimate]) -> jax.Arr
 
 
 #: `confidence` below which SELECT trusts RECENTRED's own counts where it falls back on
-#: the median (`jaxinvert.labels`; docs/labels.md, "Unconfident victims"). Untrained
-#: victims measured 0.10-0.56 on jittered dummies, the ConvNet after 100 and 1,000
-#: training steps 0.71-0.97.
+#: the median (`jaxinvert.labels`; docs/labels.md, "Unconfident victims"). On jittered
+#: dummies the untrained ConvNet and ResNet-18 measured 0.10-0.55, the untrained LeNet
+#: 0.25-1.00 (its sigmoid features saturate at some inits), trained victims 0.66-0.97.
 UNCONFIDENT = 0.5
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from experiments import common
 from jaxinvert import attack as attack_lib
 from jaxinvert import labels as labels_lib
-from jaxinvert import data, metrics, priors, runner, simulators, victim, viz
+from jaxinvert import counts, data, metrics, priors, runner, simulators, victim, viz
 from jaxinvert.objectives import Distance
 
 
@@ -102,8 +102,11 @@ def _hypotheses(config, model, variables, update, true_labels, key,
     given = np.array([int(s) for s in config.labels.split(",") if s.strip()], np.int32)
     return given[None], {"method": "given"}
   method, estimate = common.restore_labels(config, model, variables, update, key)
-  hyps = np.asarray(labels_lib.hypotheses(estimate.scores, num_images=config.batch_size,
-                                          num=config.hypotheses))
+  # Every count vector where there are at most H (small heads), else the H best; a
+  # vector repeated to fill the static shape is tried once.
+  hyps = np.asarray(counts.candidates(estimate.scores, num_images=config.batch_size,
+                                      num=config.hypotheses))
+  hyps = hyps[np.sort(np.unique(hyps, axis=0, return_index=True)[1])]
   placed = [metrics.counts_to_labels(h)[None] for h in hyps]
   if config.label_arrangements > 1:
     placed = [simulators.label_arrangements(

@@ -1,5 +1,5 @@
 """Count vectors: the last layer's gradient, rounding scores to counts, ranked alternatives,
-every vector on a given set of classes, how far scores sit from integers.
+every vector on a given set of classes or of a small head, how far scores sit from integers.
 
 Shared by the label estimators of `jaxinvert.labels` and the per-image logit fit of
 `jaxinvert.label_fit`.
@@ -171,6 +171,59 @@ def hypotheses(scores: jax.Array, *, num_images: int, num: int, candidates: int 
     raise ValueError(f"asked for {num} label hypotheses, only {available} distinct ones exist "
                      f"within two unit moves")
   return options[order[:num]]
+
+
+def num_count_vectors(num_images: int, num_classes: int) -> int:
+  """How many count vectors K images have over N classes: ``C(K + N - 1, N - 1)``
+  (5 for K = 4 on 2 classes, 45 for K = 8 on 3, 1001 for K = 10 on 5)."""
+  if num_images <= 0 or num_classes <= 0:
+    raise ValueError(f"the numbers of images and classes must be positive, got "
+                     f"{num_images} and {num_classes}")
+  return math.comb(num_images + num_classes - 1, num_classes - 1)
+
+
+def every_count_vector(num_images: int, num_classes: int) -> np.ndarray:
+  """Every count vector of K images over N classes (stars and bars), ``[C(K + N - 1,
+  N - 1), N]`` int32, in lexicographic order (all K images in the last class first).
+
+  Raises:
+    ValueError: K or N not positive.
+  """
+  num_count_vectors(num_images, num_classes)  # validates
+  rows = [np.diff((-1, *bars, num_images + num_classes - 1)) - 1
+          for bars in itertools.combinations(range(num_images + num_classes - 1),
+                                             num_classes - 1)]
+  return np.asarray(rows, np.int32)
+
+
+def candidates(scores: jax.Array, *, num_images: int, num: int) -> jax.Array:
+  """Count vectors for a re-scoring stage to try (e.g. the attack's matching loss), best
+  first where they are ranked.
+
+  Every count vector when there are at most ``num`` (small heads and batches, where a
+  closed form's scores can sit several units from the truth), ranked by squared distance
+  to ``scores`` as `hypotheses` ranks; else the ``num`` best `hypotheses` of ``scores``,
+  and where fewer than ``num`` valid ones exist within two unit moves the tail repeats
+  the best vector (valid, never negative). Static shape.
+
+  Args:
+    scores: real-valued counts ``[N]``.
+    num_images: K.
+    num: the most vectors to return (>= 1).
+
+  Returns:
+    ``[min(num, C(K + N - 1, N - 1)), N]`` int32, best first.
+  """
+  if num <= 0:
+    raise ValueError(f"the number of candidates must be positive, got {num}")
+  num_classes = jnp.shape(scores)[-1]
+  if num_count_vectors(num_images, num_classes) <= num:
+    every = jnp.asarray(every_count_vector(num_images, num_classes))
+    cost = jnp.sum(jnp.square(every - jnp.asarray(scores, jnp.float32)[None]), axis=1)
+    return every[jnp.argsort(cost, stable=True)]
+  ranked = hypotheses(scores, num_images=num_images, num=num, strict=False)
+  valid = jnp.all(ranked >= 0, axis=1) & (jnp.sum(ranked, axis=1) == num_images)
+  return jnp.where(valid[:, None], ranked, ranked[:1])
 
 
 def support_size(num_images: int) -> int:

@@ -72,3 +72,38 @@ def test_fractional_distance_ignores_classes_rounded_to_zero():
   # Counts [3, 0, 0, 3]: 0.4 rounds to zero and is left out; the mean is over 3.0, 2.9.
   assert float(counts.fractional_distance(jnp.array([3.0, 0.4, 0.0, 2.9]), 6)) == (
       pytest.approx(0.05, abs=1e-5))
+
+
+def test_every_count_vector_lists_each_vector_once():
+  every = counts.every_count_vector(4, 3)
+  assert every.shape == (counts.num_count_vectors(4, 3), 3) == (15, 3)
+  assert np.all(every.sum(1) == 4) and every.min() >= 0
+  assert len({tuple(v) for v in every.tolist()}) == 15
+  np.testing.assert_array_equal(counts.every_count_vector(4, 2),
+                                [[0, 4], [1, 3], [2, 2], [3, 1], [4, 0]])
+  assert counts.num_count_vectors(8, 3) == 45 and counts.num_count_vectors(1, 1) == 1
+  with pytest.raises(ValueError, match="positive, got 0 and 2"):
+    counts.every_count_vector(0, 2)
+
+
+def test_candidates_are_every_vector_on_small_heads_with_the_rounded_one_first():
+  small = np.asarray(counts.candidates(jnp.array([2.7, 1.3]), num_images=4, num=8))
+  assert small.shape == (5, 2)                       # all 5, fewer than num
+  np.testing.assert_array_equal(small[0], [3, 1])    # what the scores round to
+  assert {tuple(v) for v in small.tolist()} == {(0, 4), (1, 3), (2, 2), (3, 1), (4, 0)}
+  # 45 vectors for K = 8 on 3 classes: above num, so the ranked hypotheses.
+  scores = jnp.array([2.4, 3.1, 2.6])
+  ranked = np.asarray(counts.candidates(scores, num_images=8, num=8))
+  np.testing.assert_array_equal(ranked, counts.hypotheses(scores, num_images=8, num=8))
+  with pytest.raises(ValueError, match="candidates must be positive"):
+    counts.candidates(scores, num_images=8, num=0)
+
+
+def test_candidates_repeat_the_best_where_few_valid_vectors_exist():
+  # One class holds every image and the others sit at zero: few moves stay non-negative.
+  scores = jnp.array([6.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+  got = np.asarray(counts.candidates(scores, num_images=6, num=300))
+  assert got.shape == (300, 7)
+  assert got.min() >= 0 and np.all(got.sum(1) == 6)
+  assert len({tuple(v) for v in got.tolist()}) < 300   # padded with repeats, not invalid rows
+  np.testing.assert_array_equal(got[0], [6, 0, 0, 0, 0, 0, 0])

@@ -121,6 +121,28 @@ def test_fedavg_restored_labels_tried_in_every_mini_batch_placement(tmp_path):
   assert results["final_losses"][chosen][0] == min(l[0] for l in results["final_losses"])
 
 
+def test_restored_label_hypotheses_cover_every_count_vector_of_a_small_head():
+  # 4 images on a 2-class head have 5 count vectors: asking for 8 tries each once, the
+  # restored counts first; asking for 3 tries the 3 nearest the scores.
+  from experiments import common  # pylint: disable=g-import-not-at-top
+  from jaxinvert import victim  # pylint: disable=g-import-not-at-top
+  config = _config(batch_size=4, label_dist="random", num_classes=2, image_size=16,
+                   hypotheses=8)
+  reconstruct.validate(config)
+  model, variables = common.build_victim(config, jax.random.key(0))
+  images, true = common.client_batch(config, jax.random.key(1))
+  update = victim.fedsgd_update(model.apply, variables, images, true)
+  hyps, info = reconstruct._hypotheses(  # pylint: disable=protected-access
+      config, model, variables, update, true, jax.random.key(2))
+  vectors = [tuple(np.bincount(h, minlength=2)) for h in hyps]
+  assert sorted(vectors) == [(0, 4), (1, 3), (2, 2), (3, 1), (4, 0)]
+  assert vectors[0] == tuple(info["counts"])
+  config.hypotheses = 3
+  few, _ = reconstruct._hypotheses(  # pylint: disable=protected-access
+      config, model, variables, update, true, jax.random.key(2))
+  np.testing.assert_array_equal(few, hyps[:3])
+
+
 def test_wrong_labels_change_that_many_of_the_true_labels():
   # The label hypothesis of the one-wrong-label finding (experiments/configs/wrong_labels.py).
   config = _config(label_source="true", batch_size=4, label_dist="single:2", wrong_labels=1)

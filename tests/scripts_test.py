@@ -15,12 +15,12 @@ from jaxinvert import labels
 
 from experiments import common
 from experiments import (bench_fedavg_memory, bench_restarts, bench_scaling, bench_speed,
-                         restore_labels, sweep, train_victim)
+                         rescore_labels, restore_labels, sweep, train_victim)
 from experiments.configs import (bench_fedavg_memory as memory_config, bench_restarts as
                                  restarts_config, bench_scaling as scaling_config,
                                  bench_speed as speed_config, labels as
-                                 labels_config, labels_fedavg, lenet_b4, train_victim as
-                                 train_config)
+                                 labels_config, labels_fedavg, labels_rescore, lenet_b4,
+                                 train_victim as train_config)
 
 
 def _read(path):
@@ -45,6 +45,42 @@ def test_restore_labels_writes_every_method(tmp_path):
   rule = out["sign_rule"]  # LeNet's sigmoid features: the weight rows count too
   assert rule["subset_rate"] == 1.0 and rule["classes"] == [2, 2]
   assert all(1 <= f <= 2 for f in rule["flagged"])
+
+
+def _tiny_rescore_config():
+  c = labels_rescore.get_config()  # DLG's LeNet, untrained: the attack separates labels
+  c.model, c.width, c.train_steps, c.trials, c.progress = "lenet", 0, 0, 2, False
+  c.image_size = 16
+  c.optimizer, c.distance, c.box, c.tv, c.lr = "lbfgs", "l2", "none", 0.0, 1.0
+  c.iterations = c.log_every = 30
+  c.cells = "num_classes=2,batch_size=2,label_dist=unique"
+  return c
+
+
+def test_rescore_labels_picks_the_count_vector_whose_attack_matches(tmp_path):
+  out = rescore_labels.run(_tiny_rescore_config(), str(tmp_path))
+  assert (tmp_path / "labels_rescore.png").exists()
+  assert _read(tmp_path / "results.json")["table"]["exact_match_rate"]["attack"] == [1.0]
+  cell = out["cells"][0]
+  assert cell["num_candidates"] == [3, 3] and cell["truth_among_rate"] == 1.0
+  for trial, truth in zip(cell["methods"]["attack"]["per_trial"], cell["true_counts"]):
+    assert sorted(map(tuple, trial["candidates"])) == [(0, 2), (1, 1), (2, 0)]
+    losses = dict(zip(map(tuple, trial["candidates"]), trial["losses"]))
+    assert min(losses, key=losses.get) == tuple(truth) == tuple(trial["counts"])
+    assert trial["truth_rank"] == 0
+  # The truth's copy matched far better than either wrong vector's (ratios 20-75 here).
+  assert min(cell["loss_ratio_best_wrong_over_truth"]) > 2.0
+
+
+def test_rescore_labels_names_bad_fields():
+  c = _tiny_rescore_config()
+  c.setting = "fedavg"
+  with pytest.raises(ValueError, match="setting.*FedSGD gradients only"):
+    rescore_labels.validate(c)
+  c = _tiny_rescore_config()
+  c.hypotheses = 0
+  with pytest.raises(ValueError, match="hypotheses"):
+    rescore_labels.validate(c)
 
 
 def test_restore_labels_records_how_far_the_victim_trained(tmp_path):

@@ -47,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.wrong_labels = 0           # label_source=true: this many true labels changed to another
                                # class (Geng et al.'s one-wrong-label finding; data.mislabel)
   c.label_method = "auto"      # auto | a method of jaxinvert.labels
-  c.hypotheses = 1             # label hypotheses tried (top-H count vectors)
+  c.hypotheses = 1             # count vectors tried: all where at most H exist, else the top H
   c.label_arrangements = 1     # fedavg, known order: mini-batch placements tried per count vector
   # Attack.
   c.iterations = 2000

@@ -62,7 +62,7 @@ def run_cell(config, cache: dict, progress: bool) -> dict:
   """SELECT and the attack's choice on ``config.trials`` batches of one cell.
 
   The batches, updates and dummy keys are `restore_labels.run_cell`'s, so SELECT's
-  answers equal that benchmark's on the same cell and seed.
+  answers equal that benchmark's on the same cell, seed and number of trials.
   """
   model, variables, training = restore_labels.victim_for(config, cache)
   key = jax.random.fold_in(jax.random.key(config.seed), 1)
@@ -76,9 +76,9 @@ def run_cell(config, cache: dict, progress: bool) -> dict:
   select = jax.jit(jax.vmap(lambda kk, u: labels.restore(
       kk, method=labels.Method.SELECT, update=u, features_fn=model.features,
       variables=variables, num_images=k, image_shape=model.image_shape,
-      feature_domain=restore_labels.feature_domain(model)).scores))(dummy_keys, updates)
+      feature_domain=restore_labels.feature_domain(model))))(dummy_keys, updates)
   candidates = np.asarray(jax.vmap(lambda s: counts.candidates(
-      s, num_images=k, num=config.hypotheses))(select))
+      s, num_images=k, num=config.hypotheses))(select.scores))
   attack_keys = jax.random.split(jax.random.fold_in(key, 4), config.trials)
   sel_trials, att_trials = [], []
   for t in tqdm.trange(config.trials, desc="batches", disable=not progress, leave=False):
@@ -94,7 +94,7 @@ def run_cell(config, cache: dict, progress: bool) -> dict:
     losses = np.min(np.asarray(result.losses), axis=1)     # best restart per candidate
     is_truth = np.all(tried == truth[None], axis=1)
     among = bool(is_truth.any())
-    sel_trials.append(_scored(np.asarray(counts.round_counts(select[t], k)), true[t]))
+    sel_trials.append(_scored(np.asarray(select.counts[t]), true[t]))
     att_trials.append({
         **_scored(tried[result.hypothesis], true[t]),
         "candidates": tried.tolist(), "losses": losses.tolist(), "truth_among": among,

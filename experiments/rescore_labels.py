@@ -90,6 +90,7 @@ def run_cell(config, cache: dict, progress: bool) -> dict:
     hyps = np.stack([metrics.counts_to_labels(c) for c in tried]).astype(np.int32)
     result = runner.run(attack, key=attack_keys[t], hypotheses=jnp.asarray(hyps),
                         restarts=config.restarts, iterations=config.iterations,
+                        strategy=runner.Strategy(config.strategy) if config.strategy else None,
                         log_every=config.log_every, progress=False)
     losses = np.min(np.asarray(result.losses), axis=1)     # best restart per candidate
     is_truth = np.all(tried == truth[None], axis=1)
@@ -121,7 +122,7 @@ def run(config, workdir: str) -> dict:
     for cell in tqdm.tqdm(cells, desc="cells", disable=not config.progress):
       merged = common.apply_cell(config, cell)
       results.append({"cell": cell, **run_cell(merged, cache, config.progress)})
-  names = [restore_labels._cell_name(r["cell"]) for r in results]
+  names = [",".join(f"{k}={v}" for k, v in r["cell"].items()) for r in results]
   summary = {"config": config, "seconds": timer.seconds, "backend": jax.default_backend(),
              "cells": results,
              "table": {"cells": [r["cell"] for r in results],

@@ -104,9 +104,8 @@ def _hypotheses(config, model, variables, update, true_labels, key,
   method, estimate = common.restore_labels(config, model, variables, update, key)
   # Every count vector where there are at most H (small heads), else the H best; a
   # vector repeated to fill the static shape is tried once.
-  hyps = np.asarray(counts.candidates(estimate.scores, num_images=config.batch_size,
-                                      num=config.hypotheses))
-  hyps = hyps[np.sort(np.unique(hyps, axis=0, return_index=True)[1])]
+  hyps = counts.distinct(counts.candidates(estimate.scores, num_images=config.batch_size,
+                                          num=config.hypotheses))
   placed = [metrics.counts_to_labels(h)[None] for h in hyps]
   if config.label_arrangements > 1:
     placed = [simulators.label_arrangements(

@@ -84,7 +84,7 @@ def run_cell(config, cache: dict, progress: bool) -> dict:
   for t in tqdm.trange(config.trials, desc="batches", disable=not progress, leave=False):
     truth = np.bincount(true[t], minlength=n)
     # A vector repeated to fill the static shape is tried once.
-    tried = candidates[t][np.sort(np.unique(candidates[t], axis=0, return_index=True)[1])]
+    tried = counts.distinct(candidates[t])
     update = jax.tree.map(lambda leaf: leaf[t], updates)
     attack = reconstruct.build_attack(config, model, variables, update, None, k)
     hyps = np.stack([metrics.counts_to_labels(c) for c in tried]).astype(np.int32)

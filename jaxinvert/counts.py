@@ -226,6 +226,22 @@ def candidates(scores: jax.Array, *, num_images: int, num: int) -> jax.Array:
   return jnp.where(valid[:, None], ranked, ranked[:1])
 
 
+def distinct(vectors: jax.Array | np.ndarray) -> np.ndarray:
+  """The rows of ``vectors`` once each, in the order they first appear (host side):
+  `candidates` repeats its best vector to fill a static shape, and a re-scoring stage
+  should try each vector once.
+
+  Args:
+    vectors: ``[H, N]`` count vectors (or any rows).
+
+  Returns:
+    ``[H', N]`` with H' <= H, the first occurrence of each row, best first kept.
+  """
+  vectors = np.asarray(vectors)
+  _, first = np.unique(vectors, axis=0, return_index=True)
+  return vectors[np.sort(first)]
+
+
 def support_size(num_images: int) -> int:
   """Rows of `on_support`: the most count vectors any set of classes holds,
   ``C(K - 1, floor((K - 1) / 2))`` (35 at K = 8, 126 at K = 10, 6435 at K = 16)."""

@@ -107,3 +107,8 @@ def test_candidates_repeat_the_best_where_few_valid_vectors_exist():
   assert got.min() >= 0 and np.all(got.sum(1) == 6)
   assert len({tuple(v) for v in got.tolist()}) < 300   # padded with repeats, not invalid rows
   np.testing.assert_array_equal(got[0], [6, 0, 0, 0, 0, 0, 0])
+
+
+def test_distinct_keeps_each_vector_once_in_first_seen_order():
+  got = counts.distinct(jnp.array([[3, 1], [2, 2], [3, 1], [0, 4], [2, 2]]))
+  np.testing.assert_array_equal(got, [[3, 1], [2, 2], [0, 4]])

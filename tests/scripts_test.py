@@ -15,7 +15,8 @@ from jaxinvert import labels
 
 from experiments import common
 from experiments import (bench_fedavg_memory, bench_restarts, bench_scaling, bench_speed,
-                         rescore_labels, restore_labels, sweep, train_victim)
+                         reconstruct, rescore_labels, restore_labels, sweep,
+                         train_victim)
 from experiments.configs import (bench_fedavg_memory as memory_config, bench_restarts as
                                  restarts_config, bench_scaling as scaling_config,
                                  bench_speed as speed_config, labels as
@@ -414,6 +415,23 @@ def test_label_benchmark_configs_validate(name):
   config = importlib.import_module(f"experiments.configs.{name}").get_config()
   cells = restore_labels.validate(config)
   assert cells and all(isinstance(c, dict) for c in cells)
+
+
+@pytest.mark.parametrize("name", ["lenet_b1", "lenet_b4", "lenet_fedavg", "convnet_b8",
+                                  "resnet18_b8", "resnet50_b8"])
+def test_reconstruction_configs_validate(name):
+  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+  reconstruct.validate(config)   # raises, naming the field, on a config the script would refuse
+
+
+@pytest.mark.parametrize("name", ["ablation_lenet_b4", "ablation_convnet_b8",
+                                  "ablation_resnet18_b8", "fedavg_epochs", "wrong_labels"])
+def test_sweep_configs_validate_every_cell(name):
+  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+  cells = common.parse_cells(config)
+  assert len(cells) > 1
+  for cell in cells:
+    reconstruct.validate(common.apply_cell(config, cell))
 
 
 def test_default_label_config_measures_the_library_default():

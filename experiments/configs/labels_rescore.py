@@ -10,7 +10,8 @@ in few batches of several images per class. Per batch the attack of `convnet_b8.
 the lowest final matching loss answers. About 48 minutes on a 2-core CPU (8 batches of
 5 candidates, then 8 of 15). Vary --config.train_steps, --config.cells,
 --config.iterations, --config.model. Measured (docs/labels.md): the attack picks the
-truth in 8 of 8 batches on 2 classes (also on ResNet-18), but in 2 of 8 on 3 classes
+truth in 8 of 8 batches on 2 classes (also on ResNet-18; 6 of 8 with 8 images, where
+SELECT gets 1), but in 2 of 8 on 3 classes
 (also at 600 steps and on ResNet-18), 2 of 4 on 5 and 4 of 8 on 10, below SELECT's 4
 and 7 there: a wrong count vector often matches better.
 """

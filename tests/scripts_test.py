@@ -3,6 +3,7 @@
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -408,30 +409,64 @@ def test_bench_fedavg_memory_remat_saves_memory(tmp_path):
   assert (tmp_path / "memory.png").exists()
 
 
-@pytest.mark.parametrize("name", ["labels_grid", "labels_small", "labels_duplicates",
-                                  "labels_fedavg", "labels_select", "labels_wide",
-                                  "labels_heads", "labels_fedavg_heads"])
-def test_label_benchmark_configs_validate(name):
-  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+def _validate_label_benchmark(config):
   cells = restore_labels.validate(config)
   assert cells and all(isinstance(c, dict) for c in cells)
 
 
-@pytest.mark.parametrize("name", ["lenet_b1", "lenet_b4", "lenet_fedavg", "convnet_b8",
-                                  "resnet18_b8", "resnet50_b8"])
-def test_reconstruction_configs_validate(name):
-  config = importlib.import_module(f"experiments.configs.{name}").get_config()
-  reconstruct.validate(config)   # raises, naming the field, on a config the script would refuse
-
-
-@pytest.mark.parametrize("name", ["ablation_lenet_b4", "ablation_convnet_b8",
-                                  "ablation_resnet18_b8", "fedavg_epochs", "wrong_labels"])
-def test_sweep_configs_validate_every_cell(name):
-  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+def _validate_sweep(config):
   cells = common.parse_cells(config)
-  assert len(cells) > 1
+  assert len(cells) > 1, "a sweep config with one cell is a plain reconstruction"
   for cell in cells:
     reconstruct.validate(common.apply_cell(config, cell))
+
+
+def _validate_speed_cases(config):
+  cases = bench_speed.parse_cases(config.cases)
+  assert cases
+  for _, overrides in cases:
+    reconstruct.validate(bench_speed._with_overrides(config, overrides))
+
+
+# What each script checks before it runs, applied to every config that names it. None:
+# the script has no validation of its own, and the config only has to load.
+_VALIDATORS = {
+    "reconstruct": reconstruct.validate,
+    "sweep": _validate_sweep,
+    "restore_labels": _validate_label_benchmark,
+    "rescore_labels": rescore_labels.validate,
+    "train_victim": common.validate_victim_and_data,
+    "bench_restarts": reconstruct.validate,
+    "bench_scaling": bench_scaling.validate,
+    "bench_speed": _validate_speed_cases,
+    "bench_fedavg_memory": None,
+}
+_SHARED_CONFIGS = {"__init__", "base"}     # building blocks, not run by any script
+
+
+def _config_names() -> list[str]:
+  return sorted(name[:-3] for name in os.listdir(common.CONFIGS)
+                if name.endswith(".py") and name[:-3] not in _SHARED_CONFIGS)
+
+
+def test_every_config_is_validated():
+  """The configs are found on disk, so a new one is checked without editing this test."""
+  assert len(_config_names()) >= 20
+  assert {"labels_grid", "convnet_b8", "fedavg_epochs", "bench_speed"} <= set(_config_names())
+
+
+@pytest.mark.parametrize("name", _config_names())
+def test_config_validates_for_its_script(name):
+  """Each config's docstring names the script it configures (its command), and that
+  script's own checks accept it: a broken config fails here rather than when run."""
+  module = importlib.import_module(f"experiments.configs.{name}")
+  scripts = set(re.findall(r"python -m experiments\.(\w+)", module.__doc__ or ""))
+  assert len(scripts) == 1, f"{name}.py's docstring should give the command of one script"
+  script = scripts.pop()
+  assert script in _VALIDATORS, f"{name}.py runs experiments.{script}, which this test lacks"
+  config = module.get_config()
+  if _VALIDATORS[script] is not None:
+    _VALIDATORS[script](config)   # raises, naming the field, on a config the script would refuse
 
 
 def test_default_label_config_measures_the_library_default():

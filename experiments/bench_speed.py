@@ -290,7 +290,7 @@ def quality_case(config, workdir: str, name: str, images: np.ndarray, labels: np
   print(f"  {name:22s} breaching default attack, {ref['iterations']} its: "
         f"{ref['psnr']:.2f} dB in {ref['seconds']:.1f} s (first at or above it: step "
         f"{ref['first_step_at_final_psnr']})", flush=True)
-  spec = _with_overrides(config, f"iterations={config.reference_iterations},"
+  spec = with_overrides(config, f"iterations={config.reference_iterations},"
                          f"{config.quality_attack}")
   ours = time_to_psnr(spec, images, labels, target=ref["psnr"],
                       max_seconds=config.quality_max_factor * ref["seconds"])
@@ -316,7 +316,7 @@ def quality_case(config, workdir: str, name: str, images: np.ndarray, labels: np
   results.setdefault("figures", []).append(path)
 
 
-def _with_overrides(config, overrides: str):
+def with_overrides(config, overrides: str):
   """``config`` with ``'field=value,...'`` applied (typed like the config)."""
   spec = config.copy_and_resolve_references()
   with spec.unlocked():
@@ -372,7 +372,7 @@ def run(config, workdir: str) -> dict:
   rounds = results["rounds"] = []
   for name, overrides in tqdm.tqdm(parse_cases(config.cases), desc="cases",
                                     disable=not config.progress):
-    cfg = _with_overrides(config, overrides)
+    cfg = with_overrides(config, overrides)
     row, images, labels, timer = measure_case(cfg)
     case_rounds, used = [], set()
     for r in range(config.rounds):

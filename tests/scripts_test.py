@@ -425,7 +425,7 @@ def _validate_speed_cases(config):
   cases = bench_speed.parse_cases(config.cases)
   assert cases
   for _, overrides in cases:
-    reconstruct.validate(bench_speed._with_overrides(config, overrides))
+    reconstruct.validate(bench_speed.with_overrides(config, overrides))
 
 
 # What each script checks before it runs, applied to every config that names it. None:

@@ -113,22 +113,30 @@ class Attack(NamedTuple):
 
   Attributes:
     init: ``(key, labels) -> AttackState``.
-    step: ``AttackState -> (AttackState, {'objective': scalar})``.
+    step: ``(AttackState[, target]) -> (AttackState, {'objective': scalar})``.
     images: ``AttackState -> images`` in [0, 1].
-    evaluate: ``AttackState -> matching loss`` of the current images (+inf if failed);
+    evaluate: ``(AttackState[, target]) -> matching loss`` of the current images (+inf if failed);
       restarts are ranked by it, never by the ground truth.
     needs_anchor: a prior pulls restarts together (the runner refreshes ``anchor``).
     num_classes: labels must lie in ``[0, num_classes)``; None = not known. The runner
       checks its label hypotheses against it: under `jit` a label out of range would
       become an all-zero one-hot row, a silently different objective.
+    target: the shared update the attack inverts, or None. Where it is set, ``step``
+      and ``evaluate`` take it as an optional second argument (None: this one), and the
+      runner passes it to its compiled programs as an argument: jitted as part of a
+      closure it would be a constant of the program, so every new update (another batch
+      or client of the same victim) would compile a new program, and JAX's persistent
+      compilation cache, whose key holds the constants, would never serve it. A
+      ``step`` or ``evaluate`` put in its place must take the target too.
   """
 
   init: Callable[[jax.Array, jax.Array], AttackState]
-  step: Callable[[AttackState], tuple[AttackState, dict[str, jax.Array]]]
+  step: Callable[..., tuple[AttackState, dict[str, jax.Array]]]
   images: Callable[[AttackState], jax.Array]
-  evaluate: Callable[[AttackState], jax.Array]
+  evaluate: Callable[..., jax.Array]
   needs_anchor: bool
   num_classes: int | None = None
+  target: PyTree | None = None
 
 
 def classes_of(update: PyTree) -> int | None:
@@ -192,10 +200,11 @@ def matching_attack(
   probe = jax.eval_shape(simulate, jax.random.key(0), jax.ShapeDtypeStruct(shape, jnp.float32),
                          jax.ShapeDtypeStruct((batch_size,), jnp.int32))
   objectives.check_same_structure(probe, target)
+  shared = target  # the default of `step` and `evaluate`, whose argument may replace it
   priors = tuple(p for p in priors if p.weight)
   needs_anchor = any(p.needs_anchor for p in priors)
 
-  def objective_fn(latent, key, labels, anchor):
+  def objective_fn(latent, key, labels, anchor, target):
     images = box.to_images(latent)
     match = objectives.update_distance(simulate(key, images, labels), target,
                                        distance=distance, layer_weights=layer_weights)
@@ -224,11 +233,13 @@ def matching_attack(
         failed=jnp.zeros((), bool),
     )
 
-  def step(state: AttackState) -> tuple[AttackState, dict[str, jax.Array]]:
+  def step(state: AttackState, target: PyTree | None = None
+           ) -> tuple[AttackState, dict[str, jax.Array]]:
+    target = shared if target is None else target
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
 
     def value_fn(latent):
-      return objective_fn(latent, key, state.labels, state.anchor)[0]
+      return objective_fn(latent, key, state.labels, state.anchor, target)[0]
 
     reuse = (not simulate_is_random and not needs_anchor
              and optax.tree_utils.tree_get(state.opt_state, "value") is not None)
@@ -255,11 +266,13 @@ def matching_attack(
   def images(state: AttackState) -> jax.Array:
     return jnp.clip(box.to_images(state.latent), 0.0, 1.0)
 
-  def evaluate(state: AttackState) -> jax.Array:
+  def evaluate(state: AttackState, target: PyTree | None = None) -> jax.Array:
+    target = shared if target is None else target
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-    match = objective_fn(state.latent, key, state.labels, state.anchor)[1]
+    match = objective_fn(state.latent, key, state.labels, state.anchor, target)[1]
     return jnp.where(state.failed | ~jnp.isfinite(match), jnp.inf, match)
 
   return Attack(init=init, step=step, images=images, evaluate=evaluate,
                 needs_anchor=needs_anchor,
-                num_classes=classes_of(target) if num_classes is None else num_classes)
+                num_classes=classes_of(shared) if num_classes is None else num_classes,
+                target=shared)

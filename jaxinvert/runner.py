@@ -126,6 +126,15 @@ def _with_anchor(attack: Attack, states: AttackState, restarts: int) -> AttackSt
   return states._replace(anchor=jax.lax.stop_gradient(anchor))
 
 
+def _on_target(attack: Attack) -> tuple[Any, Any, Any]:
+  """``(step, evaluate, target)``: the attack's functions of ``(state, target)`` and the
+  target to pass them (`Attack.target`); for an attack without a target, its functions of
+  the state alone, given a target of None that they ignore."""
+  if attack.target is not None:
+    return attack.step, attack.evaluate, attack.target
+  return (lambda s, _: attack.step(s)), (lambda s, _: attack.evaluate(s)), None
+
+
 def _stack(trees):
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -148,26 +157,33 @@ class Stepper:
     self.attack, self.strategy, self.num = attack, strategy, num
     self.steps_per_call = steps_per_call
 
-    def batched(states):
+    # The shared update is an argument of every program, not a constant of it
+    # (`Attack.target`): the next attack of the same shapes and victim reuses them.
+    step, _, self._target = _on_target(attack)
+
+    def batched(states, target):
       states = _with_anchor(attack, states, restarts)
       if strategy == Strategy.MAP:
-        return jax.lax.map(attack.step, states)
-      return jax.vmap(attack.step)(states)
+        return jax.lax.map(lambda s: step(s, target), states)
+      return jax.vmap(step, in_axes=(0, None))(states, target)
 
-    def scanned(states):
-      return jax.lax.scan(lambda s, _: batched(s), states, None, length=steps_per_call)
+    def scanned(states, target):
+      return jax.lax.scan(lambda s, _: batched(s, target), states, None, length=steps_per_call)
 
     if strategy == Strategy.HOST_LOOP:
-      self._single = jax.jit(attack.step)
-      self._single_many = jax.jit(lambda s: jax.lax.scan(lambda c, _: attack.step(c), s, None,
-                                                         length=steps_per_call))
+      self._single = jax.jit(step)
+      self._single_many = jax.jit(lambda s, t: jax.lax.scan(lambda c, _: step(c, t), s, None,
+                                                            length=steps_per_call))
       self._anchor = jax.jit(lambda s: _with_anchor(attack, s, restarts))
     elif strategy == Strategy.SHARDED:
       # States stay split over the devices; the objectives the host reads every chunk are
-      # replicated, so every host of a multi-host run can read them.
+      # replicated, so every host of a multi-host run can read them. So is the target.
       sharding, whole = parallel.copies_sharding(mesh), parallel.replicated(mesh)
-      self._one = jax.jit(batched, in_shardings=sharding, out_shardings=(sharding, whole))
-      self._many = jax.jit(scanned, in_shardings=sharding, out_shardings=(sharding, whole))
+      self._target = jax.device_put(self._target, whole)
+      self._one = jax.jit(batched, in_shardings=(sharding, whole),
+                          out_shardings=(sharding, whole))
+      self._many = jax.jit(scanned, in_shardings=(sharding, whole),
+                           out_shardings=(sharding, whole))
     else:
       self._one = jax.jit(batched)
       self._many = jax.jit(scanned)
@@ -188,7 +204,8 @@ class Stepper:
           states = _unstack(self._anchor(_stack(states)), self.num)
         fuse = (self.steps_per_call > 1 and not self.attack.needs_anchor
                 and n - done >= self.steps_per_call)
-        outs = [(self._single_many if fuse else self._single)(s) for s in states]
+        program = self._single_many if fuse else self._single
+        outs = [program(s, self._target) for s in states]
         states = [o[0] for o in outs]
         objective = jnp.stack([o[1]["objective"] for o in outs], axis=-1)
         rows.append(objective if fuse else objective[None])
@@ -197,11 +214,11 @@ class Stepper:
     done = 0
     while done < n:
       if self.steps_per_call > 1 and n - done >= self.steps_per_call:
-        states, metrics = self._many(states)
+        states, metrics = self._many(states, self._target)
         rows.append(metrics["objective"])
         done += self.steps_per_call
       else:
-        states, metrics = self._one(states)
+        states, metrics = self._one(states, self._target)
         rows.append(metrics["objective"][None])
         done += 1
     return states, jnp.concatenate(rows)
@@ -316,9 +333,14 @@ def run(
     saver.close()
   readback = ({"out_shardings": parallel.replicated(mesh)} if strategy == Strategy.SHARDED
               else {})
-  losses = np.asarray(jax.jit(jax.vmap(attack.evaluate), **readback)(states), np.float64)
+  _, evaluate, target = _on_target(attack)
+  if strategy == Strategy.SHARDED:
+    target = jax.device_put(target, parallel.replicated(mesh))
+  final = lambda s, t: (jax.vmap(evaluate, in_axes=(0, None))(s, t), jax.vmap(attack.images)(s))
+  losses, all_images = jax.jit(final, **readback)(states, target)
+  losses = np.asarray(losses, np.float64)
   losses = np.where(np.isfinite(losses), losses, np.inf).reshape(num_hyp, restarts)
-  all_images = np.asarray(jax.jit(jax.vmap(attack.images), **readback)(states))
+  all_images = np.asarray(all_images)
   all_images = all_images.reshape(num_hyp, restarts, *all_images.shape[1:])
   best_index = int(np.argmin(losses)) if np.isfinite(losses).any() else 0
   h, r = divmod(best_index, restarts)

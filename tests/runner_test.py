@@ -34,9 +34,9 @@ def test_selection_picks_lowest_loss_never_truth():
   np.testing.assert_array_equal(result.labels, [2])
 
 
-def _tiny_attack(tiny_lenet, batch=2, poison_label=None, **kwargs):
+def _tiny_attack(tiny_lenet, batch=2, poison_label=None, data_seed=7, **kwargs):
   model, variables = tiny_lenet
-  x = jax.random.uniform(jax.random.key(7), (batch, *model.image_shape))
+  x = jax.random.uniform(jax.random.key(data_seed), (batch, *model.image_shape))
   y = jnp.arange(batch, dtype=jnp.int32) % model.num_classes
   target = jax.jit(victim.fedsgd_update, static_argnums=0)(model.apply, variables, x, y)
   base = simulators.fedsgd(model.apply, variables)
@@ -71,6 +71,41 @@ def test_nan_restart_is_masked_and_does_not_poison_others(tiny_lenet):
   # The healthy copies are those of a run without the poisoned hypothesis.
   np.testing.assert_allclose(result.all_images[0], clean.all_images[0], atol=1e-6)
   np.testing.assert_allclose(result.losses[0], clean.losses[0], rtol=1e-5)
+
+
+def test_attacks_on_different_updates_share_one_program(tiny_lenet):
+  """The shared update is an argument of the runner's programs, not a constant: a second
+  client's attack on the same victim lowers to the same program, which JAX's persistent
+  compilation cache then serves."""
+  texts, closures, images, attacks = [], [], [], []
+  for data_seed in (7, 8):
+    a, _, y = _tiny_attack(tiny_lenet, data_seed=data_seed)
+    attacks.append(a)
+    state = jax.tree.map(lambda leaf: leaf[0],
+                         runner.init_states(a, jax.random.key(0), y[None], restarts=1))
+    texts.append(jax.jit(a.step).lower(state, a.target).as_text())
+    closures.append(jax.jit(a.step).lower(state).as_text())
+    step = jax.jit(a.step)  # the closure the runner no longer compiles: the same steps
+    manual = state
+    for _ in range(3):
+      manual, _ = step(manual)
+    for strategy in (runner.Strategy.HOST_LOOP, runner.Strategy.VMAP):
+      result = runner.run(a, key=jax.random.key(0), hypotheses=y[None], restarts=1,
+                          iterations=3, progress=False, log_every=3, strategy=strategy)
+      np.testing.assert_allclose(result.all_images[0, 0], a.images(manual), atol=1e-6)
+      np.testing.assert_allclose(result.losses[0, 0], a.evaluate(manual), rtol=1e-5)
+    images.append(result.images)
+  assert texts[0] == texts[1]
+  assert closures[0] != closures[1]  # jitted as a closure, the update is a constant
+  # The argument replaces the attack's own target: the first attack stepped on the second
+  # attack's update is the second attack.
+  first, second = attacks
+  moved, _ = jax.jit(first.step)(state, second.target)
+  np.testing.assert_allclose(moved.latent, second.step(state)[0].latent, atol=1e-6)
+  assert not np.allclose(moved.latent, first.step(state)[0].latent, atol=1e-4)
+  np.testing.assert_allclose(first.evaluate(moved, second.target), second.evaluate(moved),
+                             rtol=1e-5)
+  assert not np.allclose(images[0], images[1])  # two different updates were inverted
 
 
 @pytest.mark.parametrize("group", [0.0, 0.3])

@@ -517,8 +517,8 @@ def test_bench_speed_refuses_to_time_a_failing_attack(tmp_path, monkeypatch):
 
   def failing(config, images, labels):
     attack, key = real(config, images, labels)
-    def step(state):
-      state, out = attack.step(state)
+    def step(state, target=None):
+      state, out = attack.step(state, target)
       return state._replace(failed=jnp.ones((), bool)), out
     return attack._replace(step=step), key
 

@@ -201,6 +201,12 @@ def matching_attack(
                          jax.ShapeDtypeStruct((batch_size,), jnp.int32))
   objectives.check_same_structure(probe, target)
   shared = target  # the default of `step` and `evaluate`, whose argument may replace it
+
+  def target_or_shared(target):
+    if target is None:
+      return shared
+    objectives.check_same_structure(probe, target)  # at trace time: shapes only
+    return target
   priors = tuple(p for p in priors if p.weight)
   needs_anchor = any(p.needs_anchor for p in priors)
 
@@ -235,7 +241,7 @@ def matching_attack(
 
   def step(state: AttackState, target: PyTree | None = None
            ) -> tuple[AttackState, dict[str, jax.Array]]:
-    target = shared if target is None else target
+    target = target_or_shared(target)
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
 
     def value_fn(latent):
@@ -267,7 +273,7 @@ def matching_attack(
     return jnp.clip(box.to_images(state.latent), 0.0, 1.0)
 
   def evaluate(state: AttackState, target: PyTree | None = None) -> jax.Array:
-    target = shared if target is None else target
+    target = target_or_shared(target)
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
     match = objective_fn(state.latent, key, state.labels, state.anchor, target)[1]
     return jnp.where(state.failed | ~jnp.isfinite(match), jnp.inf, match)

@@ -105,6 +105,9 @@ def test_attacks_on_different_updates_share_one_program(tiny_lenet):
   assert not np.allclose(moved.latent, first.step(state)[0].latent, atol=1e-4)
   np.testing.assert_allclose(first.evaluate(moved, second.target), second.evaluate(moved),
                              rtol=1e-5)
+  wrong = jax.tree.map(lambda leaf: leaf[..., :1], second.target)
+  with pytest.raises(ValueError, match="does not match the victim's parameters"):
+    first.step(state, wrong)
   assert not np.allclose(images[0], images[1])  # two different updates were inverted
 
 

@@ -158,7 +158,8 @@ class Stepper:
     self.steps_per_call = steps_per_call
 
     # The shared update is an argument of every program, not a constant of it
-    # (`Attack.target`): the next attack of the same shapes and victim reuses them.
+    # (`Attack.target`): the next attack of the same shapes and victim, jitted anew by its
+    # own Stepper, lowers to the same programs, which JAX's persistent cache then serves.
     step, _, self._target = _on_target(attack)
 
     def batched(states, target):

@@ -293,7 +293,7 @@ def quality_case(config, workdir: str, name: str, images: np.ndarray, labels: np
         f"{ref['psnr']:.2f} dB in {ref['seconds']:.1f} s (first at or above it: step "
         f"{ref['first_step_at_final_psnr']})", flush=True)
   spec = with_overrides(config, f"iterations={config.reference_iterations},"
-                         f"{config.quality_attack}")
+                        f"{config.quality_attack}")
   ours = time_to_psnr(spec, images, labels, target=ref["psnr"],
                       max_seconds=config.quality_max_factor * ref["seconds"])
   ours["attack"] = config.quality_attack
